@@ -1,0 +1,3 @@
+from nnexp.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""The NumPy backend: networks built from the hand-written layers in `layers.py`, no autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnexp.backends.base import Backend, Model, Objective, Optimizer, Progress
+from nnexp.backends.numpy.functional import cost_delta, cost_value
+from nnexp.backends.numpy.layers import make_layer
+from nnexp.network import NetworkSpec
+
+EVAL_CHUNK = 500  # examples per inference pass: bounds im2col memory (~64 MB for conv2)
+PROGRESS_EVERY = 100  # mini-batches between progress callbacks
+
+
+class NumpyModel(Model):
+    def __init__(self, spec: NetworkSpec, params: dict[str, np.ndarray], objective: Objective,
+                 optimizer: Optimizer, dtype: str, seed: int):
+        self.spec, self.objective, self.optimizer = spec, objective, optimizer
+        self.dtype = np.dtype(dtype)
+        self.rng = np.random.default_rng(seed)  # dropout masks
+        self.layers = [make_layer(layer, need_dx=i > 0, rng=self.rng)
+                       for i, layer in enumerate(spec.layers)]
+        # name -> (layer, key): the one map between portable names and working arrays
+        self.slots = {f"{layer.spec.index}.{key}": (layer, key)
+                      for layer in self.layers for key in layer.spec.param_shapes()}
+        self.set_params(params)
+        self.velocity = {name: np.zeros_like(self._param(name)) for name in self.slots}
+
+    # --- parameters ---------------------------------------------------------------------------
+
+    def _param(self, name: str) -> np.ndarray:
+        layer, key = self.slots[name]
+        return layer.params[key]
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return {name: layer.canonical(key, layer.params[key]).astype(np.float64)
+                for name, (layer, key) in self.slots.items()}
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        missing = set(self.slots) - set(params)
+        if missing:
+            raise ValueError(f"parameters missing: {sorted(missing)}")
+        for name, (layer, key) in self.slots.items():
+            value = np.asarray(params[name])
+            expected = self.spec.param_shapes()[name]
+            if value.shape != expected:
+                raise ValueError(f"parameter {name} has shape {value.shape}, expected {expected}")
+            layer.params[key] = np.ascontiguousarray(layer.internal(key, value), dtype=self.dtype)
+
+    def get_state(self) -> dict:
+        state = {f"velocity.{name}": layer.canonical(key, self.velocity[name])
+                 for name, (layer, key) in self.slots.items()}
+        state["rng"] = self.rng.bit_generator.state
+        return state
+
+    def set_state(self, state: dict) -> None:
+        for name, (layer, key) in self.slots.items():
+            self.velocity[name] = np.ascontiguousarray(
+                layer.internal(key, np.asarray(state[f"velocity.{name}"])), dtype=self.dtype)
+        self.rng.bit_generator.state = state["rng"]
+
+    # --- forward / backward -------------------------------------------------------------------
+
+    def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        x = np.asarray(x, dtype=self.dtype)
+        if self.spec.layers[0].type in ("conv", "pool"):
+            x = x.transpose(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C), a view
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def _backward(self, y: np.ndarray) -> None:
+        out = self.layers[-1]
+        grad = out.backward_z(cost_delta(self.objective.cost, out.spec.activation, out.a, y))
+        for layer in reversed(self.layers[:-1]):
+            grad = layer.backward(grad)
+
+    def _step(self, eta: float) -> None:
+        l2, mu = self.objective.l2, self.optimizer.momentum
+        for name, (layer, key) in self.slots.items():
+            w, g = layer.params[key], layer.grads[key]
+            if l2 and key == "w":
+                g += l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
+            if self.optimizer.name == "momentum":
+                v = self.velocity[name]
+                v *= mu
+                v -= eta * g  # v <- mu v - eta grad
+                w += v
+            else:
+                w -= eta * g
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, batches: np.ndarray, eta: float,
+                    progress: Progress | None = None) -> None:
+        for i, idx in enumerate(batches):
+            self._forward(x[idx], train=True)
+            self._backward(y[idx])
+            self._step(eta)
+            if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
+                progress(i + 1)
+        if progress is not None:
+            progress(len(batches))
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray,
+                       dropout_seed: int = 0) -> tuple[float, dict[str, np.ndarray]]:
+        saved = self.rng.bit_generator.state
+        self.rng.bit_generator.state = np.random.default_rng(dropout_seed).bit_generator.state
+        try:
+            a = self._forward(x, train=True)
+            out = self.layers[-1]
+            loss = cost_value(self.objective.cost, out.z, a, y)
+            self._backward(y)
+        finally:
+            self.rng.bit_generator.state = saved
+        grads = {}
+        for name, (layer, key) in self.slots.items():
+            g = layer.grads[key]
+            if self.objective.l2 and key == "w":
+                w = layer.params[key]
+                loss += 0.5 * self.objective.l2 * float(np.sum(w.astype(np.float64) ** 2))
+                g = g + self.objective.l2 * w
+            grads[name] = layer.canonical(key, g).astype(np.float64)
+        return loss, grads
+
+    # --- inference ----------------------------------------------------------------------------
+
+    def _chunks(self, x: np.ndarray):
+        for start in range(0, len(x), EVAL_CHUNK):
+            a = self._forward(x[start:start + EVAL_CHUNK], train=False)
+            yield self.layers[-1].z, a
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([a.astype(np.float64) for _, a in self._chunks(x)])
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        total_cost, correct, start = 0.0, 0, 0
+        for z, a in self._chunks(x):
+            yy = y[start:start + len(a)]
+            start += len(a)
+            total_cost += cost_value(self.objective.cost, z, a, yy) * len(a)
+            correct += int(np.sum(a.argmax(axis=1) == yy))
+        return total_cost / len(x), correct / len(x)
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    description = "from-scratch NumPy layers (no autograd), CPU"
+
+    def available(self) -> tuple[bool, str]:
+        return True, f"numpy {np.__version__}"
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+    def resolve_device(self, device: str) -> str:
+        if device not in ("auto", "cpu"):
+            from nnexp.errors import BackendError
+
+            raise BackendError(f"the numpy backend runs on the CPU only, not {device!r}; "
+                               "use --backend torch for a GPU")
+        return "cpu"
+
+    def build(self, spec: NetworkSpec, params: dict[str, np.ndarray], objective: Objective,
+              optimizer: Optimizer = Optimizer(), *, dtype: str = "float32", device: str = "auto",
+              seed: int = 0) -> Model:
+        self.resolve_device(device)
+        return NumpyModel(spec, params, objective, optimizer, dtype, seed)

@@ -1,0 +1,236 @@
+"""The `nnexp` command line: one thin function per command, and the only module that prints.
+
+Run directories' paths go to stdout (so `RUN=$(nnexp train ...)` works); progress, tables
+and errors go to stderr. Errors that are the user's to fix (`UserError`) become one line and
+exit code 2; a run that failed (`RunFailed`) exits 1; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from nnexp.errors import NnexpError
+
+app = typer.Typer(
+    name="nnexp",
+    help="Train and compare the classic networks of Nielsen's and Saitoh's books from YAML configs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+# --- shared options ---------------------------------------------------------------------------
+
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", metavar="KEY.PATH=VALUE",
+    help="Override a config key, e.g. --set training.epochs=1 (repeatable).")]
+BackendOpt = Annotated[Optional[str], typer.Option(help="Backend to use (same as --set backend=...).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu | cuda | auto (same as --set device=...).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (same as --set seed=...).")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    help="Directory holding the dataset's IDX files (default: data.path, $NNEXP_DATA_DIR, "
+         "then the per-user cache).")]
+RunsDirOpt = Annotated[Path, typer.Option(help="Where new run directories are created.")]
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
+RunArg = Annotated[Path, typer.Argument(help="A run directory.", show_default=False)]
+
+
+def command(*args, **kwargs):
+    """`app.command`, plus the one place where domain errors become messages and exit codes."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            try:
+                return fn(*a, **kw)
+            except NnexpError as exc:
+                err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                err.print("interrupted")
+                raise typer.Exit(130) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+def _load_config(path: Path, overrides: list[str] | None, **sugar) -> dict:
+    from nnexp import config
+
+    extra = [f"{key}={value}" for key, value in sugar.items() if value is not None]
+    return config.load(path, [*extra, *(overrides or [])])
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+class PlainReporter:
+    """One line per epoch: for logs, pipes and CI."""
+
+    def epoch_started(self, epoch: int, num_batches: int) -> None:
+        pass
+
+    def batches_done(self, done: int) -> None:
+        pass
+
+    def epoch_finished(self, record: dict, line: str) -> None:
+        err.print(line, markup=False)
+
+
+class BarReporter(PlainReporter):
+    """A rich progress bar over the epoch's mini-batches, with each finished epoch printed above."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.task = progress, None
+
+    def epoch_started(self, epoch: int, num_batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch}", total=num_batches)
+
+    def batches_done(self, done: int) -> None:
+        self.progress.update(self.task, completed=done)
+
+    def epoch_finished(self, record: dict, line: str) -> None:
+        self.progress.console.print(line, markup=False)
+
+
+def _run_training(step, *args) -> dict:
+    """Run `step(*args, reporter)` with a progress bar on a terminal, plain lines otherwise."""
+    if not err.is_terminal:
+        return step(*args, PlainReporter())
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("batches"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True) as progress:
+        return step(*args, BarReporter(progress))
+
+
+def _report_summary(summary: dict) -> None:
+    if summary.get("best_epoch"):
+        err.print(f"best validation {100 * summary['best_validation_accuracy']:.2f}% at epoch "
+                  f"{summary['best_epoch']}: test accuracy {100 * summary['test_accuracy']:.2f}% "
+                  f"({summary['epochs_run']} epochs, {summary['stop_reason']}, "
+                  f"{summary['wall_time_s']:.0f} s)")
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@command()
+def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
+          device: DeviceOpt = None, seed: SeedOpt = None, data_dir: DataDirOpt = None,
+          runs_dir: RunsDirOpt = Path("runs")) -> None:
+    """Train the network a config describes; prints the new run directory."""
+    from nnexp import train as training
+    from nnexp.runs import Run
+
+    cfg = _load_config(config_path, set_, backend=backend, device=device, seed=seed)
+    exp = training.prepare(cfg, data_dir=data_dir)  # all input checks happen before the run exists
+    run = Run.create(runs_dir, cfg["name"])
+    err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "
+              f"{exp.spec.n_params:,} parameters, {len(exp.dataset.train.y):,} training images)")
+    try:
+        summary = _run_training(training.start, exp, run)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; the last completed epoch is saved. Resume with: nnexp resume {run.path}")
+        raise typer.Exit(130) from None
+    _report_summary(summary)
+    out.print(str(run.path))
+
+
+@command()
+def resume(run_dir: RunArg, data_dir: DataDirOpt = None) -> None:
+    """Continue an interrupted run from its last completed epoch."""
+    from nnexp import config
+    from nnexp import train as training
+    from nnexp.runs import Run
+
+    run = Run.open(run_dir)
+    summary = run.read_summary() or {}
+    if summary.get("status") == "completed":
+        err.print(f"{run.path} already completed ({summary.get('stop_reason')}); nothing to do")
+        out.print(str(run.path))
+        return
+    exp = training.prepare(config.resolve(run.read_config()), data_dir=data_dir)
+    try:
+        summary = _run_training(training.resume, exp, run)
+    except KeyboardInterrupt:
+        err.print(f"interrupted again; resume with: nnexp resume {run.path}")
+        raise typer.Exit(130) from None
+    _report_summary(summary)
+    out.print(str(run.path))
+
+
+@command("show-config")
+def show_config(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
+                device: DeviceOpt = None, seed: SeedOpt = None) -> None:
+    """Print the fully resolved config (every default filled in) after --set overrides."""
+    from nnexp.config import dump
+    from nnexp.network import build_spec
+
+    cfg = _load_config(config_path, set_, backend=backend, device=device, seed=seed)
+    out.print(dump(cfg), end="", markup=False)
+    spec = build_spec(cfg["model"]["layers"])
+    err.print(f"# {spec.n_params:,} parameters: " + " | ".join(l.describe() for l in spec.layers),
+              markup=False)
+
+
+@command()
+def gradcheck(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
+              examples: Annotated[int, typer.Option(help="Random input images.")] = 3,
+              entries: Annotated[int, typer.Option(
+                  help="Entries sampled per parameter (0 = all).")] = 30) -> None:
+    """Compare the backend's gradients with centred finite differences (float64)."""
+    from nnexp.gradcheck import TOLERANCE
+    from nnexp.gradcheck import gradcheck as run_check
+
+    cfg = _load_config(config_path, set_, backend=backend)
+    spec, results = run_check(cfg, examples=examples, max_entries=entries or None)
+    table = Table(title=f"gradient check: {cfg['name']} on {cfg['backend']} (float64)")
+    for col in ("parameter", "shape", "entries", "worst rel. error", "analytic", "numeric", ""):
+        table.add_column(col, justify="right" if col not in ("parameter", "") else "left")
+    for r in results:
+        table.add_row(r.name, "x".join(map(str, r.shape)), str(r.checked),
+                      f"{r.worst_relative_error:.2e}", f"{r.worst_analytic:.3e}",
+                      f"{r.worst_numeric:.3e}", "ok" if r.ok else "[red]FAIL[/]")
+    out.print(table)
+    bad = [r.name for r in results if not r.ok]
+    if bad:
+        err.print(f"[red]gradients disagree (> {TOLERANCE:g}) for: {', '.join(bad)}[/]")
+        raise typer.Exit(1)
+    out.print(f"all {len(results)} parameters agree to {TOLERANCE:g}")
+
+
+@command("backends")
+def list_backends() -> None:
+    """List the backends, whether they can run here, and on which devices."""
+    from nnexp import backends as registry
+
+    table = Table()
+    for col in ("backend", "available", "devices", "details"):
+        table.add_column(col)
+    for name in registry.names():
+        backend = registry.get(name, require_available=False)
+        ok, why = backend.available()
+        table.add_row(name, "yes" if ok else "no", ", ".join(backend.devices()) if ok else "-",
+                      f"{backend.description}; {why}")
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Experiment configs: schema, defaults, YAML loading, `--set` overrides, validation.
+
+A config file lists only what differs from the defaults below; `resolve` fills in the rest and
+returns a plain nested dict (what `nnexp show-config` prints and what a run directory keeps).
+Every mistake is reported as a `ConfigError` carrying the dotted key path
+(``model.layers.2.units``) and, for misspelt names, a did-you-mean suggestion.
+
+Non-goals: no interpolation, no includes, no per-experiment Python code in configs.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nnexp.errors import ConfigError
+
+REQUIRED = object()  # marker default: the key must be given
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
+COSTS = ("log-likelihood", "cross-entropy", "quadratic")
+INITS = ("network3", "network2", "large", "xavier", "he", "small")
+L2_FORMS = ("network3", "network2")
+OPTIMIZERS = ("sgd", "momentum")
+SCHEDULES = ("constant", "halve-on-plateau")
+DATASETS = ("mnist", "fashion-mnist", "mnist-expanded")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One leaf of the schema: its type, default and allowed values."""
+
+    type: type | tuple[type, ...]
+    default: Any = REQUIRED
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    nullable: bool = False
+
+
+def _fraction() -> Field:
+    return Field(float, 0.0, min=0.0, max=1.0, max_exclusive=True)
+
+
+SCHEMA: dict[str, Any] = {
+    "name": Field(str, None, nullable=True),
+    "seed": Field(int, 0, min=0),
+    "backend": Field(str, "numpy"),  # checked against the backend registry at build time
+    "device": Field(str, "auto", choices=DEVICES),
+    "dtype": Field(str, "float32", choices=DTYPES),
+    "data": {
+        "dataset": Field(str, "mnist", choices=DATASETS),
+        "train_size": Field(int, None, min=1, nullable=True),
+        "path": Field(str, None, nullable=True),
+        "expanded_seed": Field(int, 0, min=0),
+        "augment": Field(dict, None, nullable=True),
+    },
+    "model": {
+        "init": Field(str, "network3", choices=INITS),
+        "layers": Field(list, REQUIRED),
+    },
+    "training": {
+        "cost": Field(str, "log-likelihood", choices=COSTS),
+        "epochs": Field(int, 60, min=1),
+        "batch_size": Field(int, 10, min=1),
+        "eta": Field(float, 0.1, min=0.0, min_exclusive=True),
+        "lambda": Field(float, 0.0, min=0.0),
+        "l2": Field(str, "network3", choices=L2_FORMS),
+        "optimizer": Field(str, "sgd", choices=OPTIMIZERS),
+        "momentum": Field(float, 0.9, min=0.0, max=1.0, max_exclusive=True),
+        "schedule": Field(str, "constant", choices=SCHEDULES),
+        "shuffle": Field(bool, True),
+        "early_stopping": {"patience": Field(int, 10, min=1, nullable=True)},
+        "monitor_train": Field(bool, False),
+    },
+}
+
+LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
+    "dense": {
+        "units": Field(int, REQUIRED, min=1),
+        "activation": Field(str, "sigmoid", choices=ACTIVATIONS),
+        "dropout": _fraction(),
+    },
+    "conv": {
+        "filters": Field(int, REQUIRED, min=1),
+        "size": Field(int, REQUIRED, min=1),
+        "pool": Field(int, 1, min=1),
+        "activation": Field(str, "sigmoid", choices=ACTIVATIONS),
+    },
+    "pool": {"size": Field(int, REQUIRED, min=1)},
+    "softmax": {"units": Field(int, REQUIRED, min=1), "dropout": _fraction()},
+}
+
+AUGMENT_SCHEMA: dict[str, Field] = {
+    "shift": Field(int, None, min=1, nullable=True),
+    "rotate": Field(float, None, min=0.0, min_exclusive=True, nullable=True),
+    "elastic": Field(dict, None, nullable=True),
+}
+ELASTIC_SCHEMA: dict[str, Field] = {
+    "alpha": Field(float, 34.0, min=0.0, min_exclusive=True),
+    "sigma": Field(float, 4.0, min=0.0, min_exclusive=True),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file into a dict; any problem is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError("", f"{path}: YAML syntax error{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path}: not a UTF-8 text file") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{path}: the top level must be a mapping of keys, not {_kind(raw)}")
+    raw.setdefault("name", path.stem)
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides; values are parsed as YAML (``300``, ``null``, ``[..]``).
+
+    List items are addressed by index (``model.layers.2.units=300``). A key that does not
+    exist yet may be set on a mapping (validation then judges it); a list index must exist.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError("", f"--set expects key.path=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(key, f"--set value {text!r} is not valid YAML") from None
+        parts = key.split(".")
+        node: Any = raw
+        for depth, part in enumerate(parts):
+            here = ".".join(parts[: depth + 1])
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(here, f"no list item {part} (the list has {len(node)} items)")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise ConfigError(here, f"cannot set a key inside {_kind(node)}")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def _kind(value: Any) -> str:
+    """How a value reads in an error message."""
+    if value is None:
+        return "null"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_field(path: str, field: Field, value: Any) -> Any:
+    if value is None:
+        if field.nullable:
+            return None
+        raise ConfigError(path, "must not be null")
+    types = field.type if isinstance(field.type, tuple) else (field.type,)
+    # YAML's `true` is an int to Python; a boolean is never a number here.
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(path, f"expected {_TYPE_NAMES[types[0]]}, got a boolean ({value})")
+    if float in types and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, types):
+        raise ConfigError(path, f"expected {_TYPE_NAMES[types[0]]}, got {_kind(value)} ({value!r})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(path, f"must be a finite number, got {value}")
+    if field.choices is not None and value not in field.choices:
+        raise ConfigError(path, f"unknown value {value!r}; valid: {', '.join(field.choices)}"
+                          + _suggest(value, field.choices))
+    if field.min is not None and (value < field.min or (field.min_exclusive and value == field.min)):
+        op = ">" if field.min_exclusive else ">="
+        raise ConfigError(path, f"must be {op} {field.min:g}, got {value}")
+    if field.max is not None and (value > field.max or (field.max_exclusive and value == field.max)):
+        op = "<" if field.max_exclusive else "<="
+        raise ConfigError(path, f"must be {op} {field.max:g}, got {value}")
+    return value
+
+
+def _check_mapping(path: str, schema: dict[str, Any], raw: Any) -> dict:
+    """Validate `raw` against a (nested) schema; return it with every default filled in."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, f"expected a mapping, got {_kind(raw)}")
+    for key in raw:
+        if key not in schema:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(where, "unknown key" + _suggest(key, schema)
+                              + f"; valid keys here: {', '.join(schema)}")
+    out = {}
+    for key, sub in schema.items():
+        where = f"{path}.{key}" if path else key
+        if isinstance(sub, dict):
+            out[key] = _check_mapping(where, sub, raw.get(key))
+        elif key in raw:
+            out[key] = _check_field(where, sub, raw[key])
+        elif sub.default is REQUIRED:
+            raise ConfigError(where, "is required")
+        else:
+            out[key] = copy.deepcopy(sub.default)
+    return out
+
+
+def _check_layers(layers: list) -> list[dict]:
+    if not layers:
+        raise ConfigError("model.layers", "must list at least one layer")
+    out = []
+    for i, layer in enumerate(layers):
+        path = f"model.layers.{i}"
+        if not isinstance(layer, dict):
+            raise ConfigError(path, f"expected a mapping like {{type: dense, units: 100}}, got {_kind(layer)}")
+        kind = layer.get("type")
+        if kind is None:
+            raise ConfigError(f"{path}.type", f"is required; valid: {', '.join(LAYER_SCHEMAS)}")
+        if kind not in LAYER_SCHEMAS:
+            raise ConfigError(f"{path}.type", f"unknown layer type {kind!r}; valid: "
+                              f"{', '.join(LAYER_SCHEMAS)}" + _suggest(kind, LAYER_SCHEMAS))
+        body = {k: v for k, v in layer.items() if k != "type"}
+        out.append({"type": kind, **_check_mapping(path, LAYER_SCHEMAS[kind], body)})
+    return out
+
+
+def _check_augment(augment: dict | None) -> dict | None:
+    if not augment:
+        return None
+    out = _check_mapping("data.augment", AUGMENT_SCHEMA, augment)
+    if out["elastic"] is not None:
+        out["elastic"] = _check_mapping("data.augment.elastic", ELASTIC_SCHEMA, out["elastic"])
+    return {k: v for k, v in out.items() if v is not None} or None
+
+
+def _check_consistency(cfg: dict) -> None:
+    """Checks across keys: the output layer must suit the cost."""
+    layers = cfg["model"]["layers"]
+    cost = cfg["training"]["cost"]
+    for i, layer in enumerate(layers[:-1]):
+        if layer["type"] == "softmax":
+            raise ConfigError(f"model.layers.{i}.type", "a softmax layer can only be the last layer")
+    last, where = layers[-1], f"model.layers.{len(layers) - 1}"
+    if last["type"] not in ("softmax", "dense"):
+        raise ConfigError(f"{where}.type", f"the last layer must be the output layer "
+                          f"(softmax or dense), got {last['type']!r}")
+    if cost == "log-likelihood" and last["type"] != "softmax":
+        raise ConfigError("training.cost", "log-likelihood needs a softmax output layer "
+                          f"({where} is {last['type']})")
+    if cost == "cross-entropy" and not (last["type"] == "dense" and last["activation"] == "sigmoid"):
+        raise ConfigError("training.cost", "cross-entropy needs a dense sigmoid output layer "
+                          f"({where}); use log-likelihood with softmax")
+    if cost == "quadratic" and last["type"] != "dense":
+        raise ConfigError("training.cost", f"quadratic needs a dense output layer ({where})")
+
+
+def resolve(raw: dict) -> dict:
+    """Validate a raw config dict and return the fully resolved config (defaults filled in)."""
+    from nnexp.network import build_spec  # shape inference; imported here to keep import order flat
+
+    cfg = _check_mapping("", SCHEMA, raw)
+    cfg["model"]["layers"] = _check_layers(cfg["model"]["layers"])
+    cfg["data"]["augment"] = _check_augment(cfg["data"]["augment"])
+    _check_consistency(cfg)
+    build_spec(cfg["model"]["layers"])  # raises ConfigError on impossible shapes
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """Read, override and validate a config file."""
+    return resolve(apply_overrides(load_yaml(path), overrides or []))
+
+
+def dump(cfg: dict) -> str:
+    """The resolved config as YAML, keys in schema order."""
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=100)

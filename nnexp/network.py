@@ -1,0 +1,192 @@
+"""The network, independent of any backend: layer shapes, parameter names and initial values.
+
+Both backends build from a `NetworkSpec` and take their starting weights from `init_params`,
+which draws from one seeded NumPy generator, so the same seed gives the same starting point
+on every backend. Parameters are plain arrays named ``"<layer index>.w"`` / ``"<index>.b"``:
+
+- dense and softmax: ``w`` is (n_in, n_out), ``b`` is (n_out,)
+- conv: ``w`` is (filters, channels, size, size), ``b`` is (filters,)
+
+Images are (channels, height, width); a dense layer after a conv layer sees them flattened
+in that order, so checkpoints mean the same thing to every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+
+from nnexp.errors import ConfigError
+
+INPUT_SHAPE = (1, 28, 28)  # every dataset nnexp reads is 28x28 greyscale
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer with its shapes resolved. `size` is the kernel (conv) or window (pool) size."""
+
+    index: int
+    type: str  # dense | conv | pool | softmax
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    activation: str | None = None
+    dropout: float = 0.0
+    size: int = 0
+    pool: int = 1
+
+    @property
+    def n_in(self) -> int:
+        return prod(self.in_shape)
+
+    @property
+    def n_out(self) -> int:
+        return prod(self.out_shape)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.type in ("dense", "softmax"):
+            return {"w": (self.n_in, self.n_out), "b": (self.n_out,)}
+        if self.type == "conv":
+            filters, channels = self.out_shape[0], self.in_shape[0]
+            return {"w": (filters, channels, self.size, self.size), "b": (filters,)}
+        return {}
+
+    def describe(self) -> str:
+        shape = "x".join(map(str, self.out_shape))
+        if self.type == "conv":
+            pool = f" + maxpool {self.pool}" if self.pool > 1 else ""
+            return f"conv {self.out_shape[0]}@{self.size}x{self.size}{pool}, {self.activation} -> {shape}"
+        if self.type == "pool":
+            return f"maxpool {self.size} -> {shape}"
+        drop = f", dropout {self.dropout:g}" if self.dropout else ""
+        act = "softmax" if self.type == "softmax" else self.activation
+        return f"{self.type} {self.n_in}->{self.n_out}, {act}{drop}"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    input_shape: tuple[int, ...]
+    layers: tuple[LayerSpec, ...]
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter's name and shape, in layer order, ``w`` before ``b``."""
+        return {f"{layer.index}.{name}": shape
+                for layer in self.layers for name, shape in layer.param_shapes().items()}
+
+    @property
+    def n_params(self) -> int:
+        return sum(prod(shape) for shape in self.param_shapes().values())
+
+    @property
+    def num_classes(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def weight_names(self) -> list[str]:
+        """The parameters L2 acts on: every layer's weights, never biases (as in the book)."""
+        return [name for name in self.param_shapes() if name.endswith(".w")]
+
+
+def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -> NetworkSpec:
+    """Infer every layer's input and output shape; impossible shapes are ConfigErrors."""
+    shape = tuple(input_shape)
+    specs = []
+    for i, layer in enumerate(layers):
+        path = f"model.layers.{i}"
+        kind = layer["type"]
+        if kind == "conv":
+            if len(shape) != 3:
+                raise ConfigError(f"{path}.type", "a conv layer cannot follow a dense layer")
+            channels, height, width = shape
+            k, pool = layer["size"], layer["pool"]
+            if k > min(height, width):
+                raise ConfigError(f"{path}.size", f"kernel {k}x{k} is larger than its "
+                                  f"{height}x{width} input")
+            out_h, out_w = height - k + 1, width - k + 1
+            if out_h % pool or out_w % pool:
+                raise ConfigError(f"{path}.pool", f"pool {pool} does not divide the "
+                                  f"{out_h}x{out_w} convolution output")
+            out = (layer["filters"], out_h // pool, out_w // pool)
+            specs.append(LayerSpec(i, kind, shape, out, activation=layer["activation"],
+                                   size=k, pool=pool))
+        elif kind == "pool":
+            if len(shape) != 3:
+                raise ConfigError(f"{path}.type", "a pool layer cannot follow a dense layer")
+            channels, height, width = shape
+            k = layer["size"]
+            if height % k or width % k:
+                raise ConfigError(f"{path}.size", f"pool {k} does not divide its {height}x{width} input")
+            out = (channels, height // k, width // k)
+            specs.append(LayerSpec(i, kind, shape, out, size=k))
+        else:  # dense, softmax
+            out = (layer["units"],)
+            activation = "softmax" if kind == "softmax" else layer["activation"]
+            specs.append(LayerSpec(i, kind, shape, out, activation=activation,
+                                   dropout=layer["dropout"]))
+        shape = out
+    return NetworkSpec(tuple(input_shape), tuple(specs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def _weight_sd(layer: LayerSpec, init: str) -> float:
+    """Standard deviation of a layer's initial weights under the named scheme."""
+    fan_in = layer.n_in if layer.type != "conv" else layer.in_shape[0] * layer.size ** 2
+    if init == "network3":
+        # network3.py: sd = sqrt(1/n_out), with n_out of a conv layer = filters*k*k/pool_area.
+        if layer.type == "conv":
+            n_out = layer.out_shape[0] * layer.size ** 2 / layer.pool ** 2
+        else:
+            n_out = layer.n_out
+        return float(np.sqrt(1.0 / n_out))
+    if init == "network2":
+        return float(1.0 / np.sqrt(fan_in))
+    if init == "large":
+        return 1.0
+    if init == "xavier":
+        return float(np.sqrt(1.0 / fan_in))
+    if init == "he":
+        return float(np.sqrt(2.0 / fan_in))
+    if init == "small":
+        return 0.01
+    raise ValueError(f"unknown init {init!r}")
+
+
+def init_params(spec: NetworkSpec, init: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Initial parameters (float64), drawn layer by layer, ``w`` then ``b``.
+
+    network3, network2 and large draw biases from N(0, 1), as the book does; the modern
+    schemes (xavier, he, small) start biases at zero. network3 starts the softmax layer at
+    zero, weights and biases.
+    """
+    params: dict[str, np.ndarray] = {}
+    book_biases = init in ("network3", "network2", "large")
+    for layer in spec.layers:
+        shapes = layer.param_shapes()
+        if not shapes:
+            continue
+        w_shape, b_shape = shapes["w"], shapes["b"]
+        if init == "network3" and layer.type == "softmax":
+            w, b = np.zeros(w_shape), np.zeros(b_shape)
+        else:
+            w = rng.normal(0.0, _weight_sd(layer, init), size=w_shape)
+            b = rng.normal(0.0, 1.0, size=b_shape) if book_biases else np.zeros(b_shape)
+        params[f"{layer.index}.w"], params[f"{layer.index}.b"] = w, b
+    return params
+
+
+def l2_coefficient(form: str, lmbda: float, n_train: int, batch_size: int) -> float:
+    """The c in the penalty ``0.5 * c * sum ||W||^2`` added to the mean mini-batch cost.
+
+    network2 (chapter 3): C = C0 + lmbda/(2n) sum w^2, so c = lmbda/n.
+    network3 (chapter 6): cost + 0.5*lmbda*sum||W||^2 / num_training_batches, and
+    num_training_batches = n/m, so c = lmbda*m/n: m times stronger than network2's.
+    """
+    if form == "network2":
+        return lmbda / n_train
+    if form == "network3":
+        return lmbda * batch_size / n_train
+    raise ValueError(f"unknown L2 form {form!r}")

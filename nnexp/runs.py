@@ -1,0 +1,250 @@
+"""The run directory: the only code that reads or writes one.
+
+    runs/<name>-<YYYYmmdd-HHMMSS>[-N]/
+      config.yaml          the resolved config (every default filled in)
+      env.json             versions, git commit + dirty flag, command line, host
+      metrics.jsonl        one JSON object per completed epoch
+      summary.json         status, best epoch, accuracies, timings (rewritten every epoch)
+      train.log            the plain per-epoch lines the command printed
+      checkpoints/best.npz parameters at the best-validation epoch
+      checkpoints/last.npz parameters + optimiser/RNG/loop state after the last epoch
+
+Directories are created with one atomic mkdir, so two runs started at the same moment never
+share one. Every JSON and checkpoint file is written to a temporary file and renamed, so a
+crash leaves the previous version, never half of a new one. Checkpoints are plain arrays
+(``param/<name>``) plus JSON metadata: any backend can load them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from nnexp.errors import RunDirError
+
+CHECKPOINT_FORMAT = 1
+STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(value) -> str:
+    return json.dumps(value, indent=2, default=_json_default, allow_nan=True)
+
+
+class Run:
+    """A run directory on disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # --- creating and opening -----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, runs_dir: str | os.PathLike, name: str) -> "Run":
+        """A fresh, empty run directory; never an existing one."""
+        runs_dir = Path(runs_dir)
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create the runs directory {runs_dir}: {exc.strerror}") from None
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "run"
+        for n in range(1, 10_000):
+            path = runs_dir / (f"{safe}-{stamp}" + (f"-{n}" if n > 1 else ""))
+            try:
+                path.mkdir()  # atomic: exactly one process wins each name
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RunDirError(f"cannot create a run directory in {runs_dir}: {exc.strerror}") from None
+            (path / "checkpoints").mkdir()
+            return cls(path)
+        raise RunDirError(f"too many runs named {safe}-{stamp} in {runs_dir}")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Run":
+        """An existing run directory; anything else is a RunDirError."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunDirError(f"not a run directory: {run.path} does not exist")
+        if not (run.path / "config.yaml").is_file():
+            raise RunDirError(f"not a run directory: {run.path} has no config.yaml")
+        return run
+
+    @staticmethod
+    def is_run(path: str | os.PathLike) -> bool:
+        return (Path(path) / "config.yaml").is_file()
+
+    # --- config, environment, summary ---------------------------------------------------------
+
+    def write_config(self, cfg: dict) -> None:
+        from nnexp.config import dump
+
+        atomic_write_text(self.path / "config.yaml", dump(cfg))
+
+    def read_config(self) -> dict:
+        try:
+            cfg = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{self.path / 'config.yaml'} cannot be read: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise RunDirError(f"{self.path / 'config.yaml'} is damaged (not a mapping)")
+        return cfg
+
+    def write_env(self, env: dict) -> None:
+        atomic_write_text(self.path / "env.json", to_json(env))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.path / "summary.json", to_json(summary))
+
+    def read_summary(self) -> dict | None:
+        """The summary, or None if the run never got far enough to write one."""
+        path = self.path / "summary.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{path} is damaged: {exc}") from None
+
+    # --- metrics and log ----------------------------------------------------------------------
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict]:
+        """Per-epoch records. A torn last line (a crash mid-write) is ignored."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break
+        return records
+
+    def truncate_metrics(self, epochs: int) -> None:
+        """Keep the records of the first `epochs` epochs only (used when resuming)."""
+        kept = [r for r in self.read_metrics() if r["epoch"] <= epochs]
+        atomic_write_text(self.path / "metrics.jsonl",
+                          "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+
+    def log(self, line: str) -> None:
+        with open(self.path / "train.log", "a", encoding="utf-8") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def checkpoint_path(self, which: str) -> Path:
+        return self.path / "checkpoints" / f"{which}.npz"
+
+    def save_checkpoint(self, which: str, params: dict[str, np.ndarray], meta: dict,
+                        state_arrays: dict[str, np.ndarray] | None = None) -> None:
+        arrays = {f"param/{name}": np.asarray(value) for name, value in params.items()}
+        for name, value in (state_arrays or {}).items():
+            arrays[f"state/{name}"] = np.asarray(value)
+        meta = {"format": CHECKPOINT_FORMAT, "params": list(params), **meta}
+        arrays["meta"] = np.array(to_json(meta))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(self.checkpoint_path(which), buf.getvalue())
+
+    def load_checkpoint(self, which: str) -> tuple[dict[str, np.ndarray], dict, dict[str, np.ndarray]]:
+        """(params, meta, state arrays); a missing or damaged file is a RunDirError."""
+        path = self.checkpoint_path(which)
+        if not path.exists():
+            raise RunDirError(f"{self.path} has no {which} checkpoint ({path.name})")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                meta = json.loads(str(npz["meta"]))
+                params = {n: npz[f"param/{n}"] for n in meta["params"]}
+                state = {k[len("state/"):]: npz[k] for k in npz.files if k.startswith("state/")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunDirError(f"checkpoint {path} is damaged and was not loaded ({exc})") from None
+        return params, meta, state
+
+
+# --- environment ------------------------------------------------------------------------------
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)  # reads metadata only: never imports torch
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    source = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True,
+                             timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def environment() -> dict:
+    """What produced a run: versions, the source's git commit, the command line, the host."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "nnexp": _version("nnexp"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": commit,
+        "git_dirty": bool(status) if commit else None,
+        "command": sys.argv,
+        "cwd": os.getcwd(),
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "unix_time": time.time(),
+    }

@@ -1,0 +1,276 @@
+"""The training loop: the one place that owns epochs.
+
+Per epoch, top to bottom: shuffle -> (augment) -> the backend's pass over the mini-batches ->
+evaluate -> keep the best -> early stopping / eta schedule -> checkpoint -> log. A backend
+only ever sees one epoch at a time (`Model.train_epoch`).
+
+Everything that can be wrong with the input is checked in `prepare`, before a run directory
+exists, so bad input never leaves a half-made run behind.
+
+The reported test accuracy is the one at the epoch of best validation accuracy, ties going
+to the later epoch (as the book reports it). Early stopping counts epochs since the last
+*strict* improvement.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from nnexp import backends
+from nnexp.backends import Backend, Model, Objective, Optimizer
+from nnexp.data import Dataset, load_dataset
+from nnexp.errors import ConfigError, RunFailed
+from nnexp.network import NetworkSpec, build_spec, init_params, l2_coefficient
+from nnexp.runs import Run, environment
+
+ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
+
+
+@dataclass
+class Experiment:
+    """A validated config with everything it needs loaded: ready to train."""
+
+    config: dict
+    spec: NetworkSpec
+    backend: Backend
+    device: str
+    dataset: Dataset
+
+
+@dataclass
+class LoopState:
+    """Everything the loop itself must remember to continue after an interruption."""
+
+    epoch: int = 0  # last completed epoch
+    eta: float = 0.0
+    best_epoch: int = 0
+    best_validation_accuracy: float = -1.0
+    test_accuracy: float | None = None  # at best_epoch
+    bad_epochs: int = 0  # epochs since the last strict improvement
+    wall_time_s: float = 0.0
+    stop_reason: str | None = None  # epochs | early-stopping | eta-floor
+
+
+@dataclass
+class Seeds:
+    """Independent streams from one seed: the same seed gives the same run on every backend."""
+
+    init: np.random.Generator
+    order: np.random.Generator
+    augment: np.random.Generator
+    dropout: int = field(default=0)
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "Seeds":
+        init, order, augment, dropout = np.random.SeedSequence(seed).spawn(4)
+        return cls(np.random.default_rng(init), np.random.default_rng(order),
+                   np.random.default_rng(augment), int(dropout.generate_state(1)[0]))
+
+
+class Reporter(Protocol):
+    """How the loop shows progress; the CLI supplies a terminal or plain-text one."""
+
+    def epoch_started(self, epoch: int, num_batches: int) -> None: ...
+    def batches_done(self, done: int) -> None: ...
+    def epoch_finished(self, record: dict, line: str) -> None: ...
+
+
+class SilentReporter:
+    def epoch_started(self, epoch: int, num_batches: int) -> None:
+        pass
+
+    def batches_done(self, done: int) -> None:
+        pass
+
+    def epoch_finished(self, record: dict, line: str) -> None:
+        pass
+
+
+def prepare(cfg: dict, *, data_dir=None) -> Experiment:
+    """Check everything that can be checked before training, and load the data."""
+    backend = backends.get(cfg["backend"])
+    device = backend.resolve_device(cfg["device"])
+    spec = build_spec(cfg["model"]["layers"])
+    data = cfg["data"]
+    dataset = load_dataset(data["dataset"], data_dir=data_dir or data["path"],
+                           train_size=data["train_size"], expanded_seed=data["expanded_seed"])
+    n, m = len(dataset.train.y), cfg["training"]["batch_size"]
+    if m > n:
+        raise ConfigError("training.batch_size", f"{m} is larger than the training set ({n} images)")
+    if spec.num_classes != dataset.num_classes:
+        raise ConfigError(f"model.layers.{len(spec.layers) - 1}.units",
+                          f"the output layer has {spec.num_classes} units but {data['dataset']} "
+                          f"has {dataset.num_classes} classes")
+    return Experiment(cfg, spec, backend, device, dataset)
+
+
+def build_model(exp: Experiment, params: dict[str, np.ndarray], seeds: Seeds) -> Model:
+    tr = exp.config["training"]
+    n = len(exp.dataset.train.y)
+    objective = Objective(tr["cost"], l2_coefficient(tr["l2"], tr["lambda"], n, tr["batch_size"]))
+    return exp.backend.build(exp.spec, params, objective, Optimizer(tr["optimizer"], tr["momentum"]),
+                             dtype=exp.config["dtype"], device=exp.device, seed=seeds.dropout)
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """The plain one-line report of an epoch (printed off a terminal, and kept in train.log)."""
+    parts = [f"epoch {record['epoch']:>3}/{epochs}",
+             f"val {100 * record['validation_accuracy']:6.2f}%",
+             f"test {100 * record['test_accuracy']:6.2f}%",
+             f"val cost {record['validation_cost']:.4f}"]
+    if "train_accuracy" in record:
+        parts.append(f"train {100 * record['train_accuracy']:6.2f}%")
+    parts += [f"eta {record['eta']:g}", f"{record['seconds']:.1f}s"]
+    if record.get("best"):
+        parts.append("*best")
+    return "  ".join(parts)
+
+
+# --- starting and resuming --------------------------------------------------------------------
+
+
+def start(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
+    """Train a new run in the (fresh) directory `run`; return its summary."""
+    seeds = Seeds.from_seed(exp.config["seed"])
+    model = build_model(exp, init_params(exp.spec, exp.config["model"]["init"], seeds.init), seeds)
+    run.write_config(exp.config)
+    run.write_env(environment())
+    run.log(f"nnexp run {run.name}: {exp.config['name']} on {exp.backend.name}/{exp.device}, "
+            f"{exp.spec.n_params:,} parameters")
+    for layer in exp.spec.layers:
+        run.log(f"  layer {layer.index}: {layer.describe()}")
+    state = LoopState(eta=exp.config["training"]["eta"])
+    return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
+
+
+def resume(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
+    """Continue `run` from its last completed epoch, exactly where it stopped."""
+    params, meta, arrays = run.load_checkpoint("last")
+    seeds = Seeds.from_seed(exp.config["seed"])
+    model = build_model(exp, params, seeds)
+    model.set_state({**arrays, **meta["model_state"]})
+    seeds.order.bit_generator.state = meta["order_rng"]
+    seeds.augment.bit_generator.state = meta["augment_rng"]
+    state = LoopState(**meta["loop"])
+    state.stop_reason = None
+    run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
+    run.write_env(environment())
+    run.log(f"resumed after epoch {state.epoch}")
+    return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def _evaluate(exp: Experiment, model: Model, x_train: np.ndarray) -> dict:
+    ds, out = exp.dataset, {}
+    out["validation_cost"], out["validation_accuracy"] = model.evaluate(ds.validation.x, ds.validation.y)
+    out["test_cost"], out["test_accuracy"] = model.evaluate(ds.test.x, ds.test.y)
+    if exp.config["training"]["monitor_train"]:
+        out["train_cost"], out["train_accuracy"] = model.evaluate(x_train, ds.train.y)
+    return out
+
+
+def _summary(exp: Experiment, run: Run, state: LoopState, status: str) -> dict:
+    cfg = exp.config
+    return {
+        "name": cfg["name"],
+        "status": status,
+        "stop_reason": state.stop_reason,
+        "best_epoch": state.best_epoch or None,
+        "best_validation_accuracy": state.best_validation_accuracy if state.best_epoch else None,
+        "test_accuracy": state.test_accuracy,
+        "epochs_run": state.epoch,
+        "epochs": cfg["training"]["epochs"],
+        "final_eta": state.eta,
+        "wall_time_s": round(state.wall_time_s, 3),
+        "backend": exp.backend.name,
+        "device": exp.device,
+        "n_params": exp.spec.n_params,
+        "seed": cfg["seed"],
+        "dataset": cfg["data"]["dataset"],
+        "train_size": len(exp.dataset.train.y),
+        "run_dir": str(run.path),
+    }
+
+
+def _save_last(run: Run, model: Model, state: LoopState, seeds: Seeds) -> None:
+    # The model's state is arrays (optimiser buffers) plus JSON-able values (RNG states).
+    model_state = model.get_state()
+    arrays = {k: v for k, v in model_state.items() if isinstance(v, np.ndarray)}
+    meta = {"epoch": state.epoch, "loop": asdict(state),
+            "model_state": {k: v for k, v in model_state.items() if k not in arrays},
+            "order_rng": seeds.order.bit_generator.state,
+            "augment_rng": seeds.augment.bit_generator.state}
+    run.save_checkpoint("last", model.get_params(), meta, arrays)
+
+
+def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
+          reporter: Reporter) -> dict:
+    from nnexp.data.augment import augment_epoch
+
+    tr = exp.config["training"]
+    eta0, patience = tr["eta"], tr["early_stopping"]["patience"]
+    x, y = exp.dataset.train.x, exp.dataset.train.y
+    n, m = len(y), tr["batch_size"]
+    augment = exp.config["data"]["augment"]
+    run.write_summary(_summary(exp, run, state, "running"))
+    try:
+        while state.epoch < tr["epochs"] and state.stop_reason is None:
+            epoch, started = state.epoch + 1, time.perf_counter()
+            order = seeds.order.permutation(n) if tr["shuffle"] else np.arange(n)
+            batches = order[: n - n % m].reshape(-1, m)  # the last partial batch is dropped
+            x_epoch = augment_epoch(x, augment, seeds.augment) if augment else x
+            reporter.epoch_started(epoch, len(batches))
+            model.train_epoch(x_epoch, y, batches, state.eta, reporter.batches_done)
+            record = {"epoch": epoch, "eta": state.eta, **_evaluate(exp, model, x)}
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            state.epoch, state.wall_time_s = epoch, state.wall_time_s + record["seconds"]
+
+            if not all(math.isfinite(v) for v in record.values()):
+                run.append_metrics(record)
+                state.stop_reason = "diverged"
+                run.write_summary(_summary(exp, run, state, "diverged"))
+                run.log(f"epoch {epoch}: the cost is not finite; stopped")
+                raise RunFailed(f"training diverged at epoch {epoch} (the cost became "
+                                f"{record['validation_cost']}); try a smaller training.eta "
+                                f"(now {state.eta:g}). Run directory: {run.path}")
+
+            improved = record["validation_accuracy"] > state.best_validation_accuracy
+            record["best"] = record["validation_accuracy"] >= state.best_validation_accuracy
+            if record["best"]:  # ties: the later epoch wins
+                state.best_epoch = epoch
+                state.best_validation_accuracy = record["validation_accuracy"]
+                state.test_accuracy = record["test_accuracy"]
+                run.save_checkpoint("best", model.get_params(), {"epoch": epoch})
+            state.bad_epochs = 0 if improved else state.bad_epochs + 1
+            if patience and state.bad_epochs >= patience:
+                state.bad_epochs = 0
+                if tr["schedule"] == "halve-on-plateau":
+                    state.eta /= 2
+                    if state.eta <= eta0 * ETA_FLOOR * (1 + 1e-9):
+                        state.stop_reason = "eta-floor"
+                else:
+                    state.stop_reason = "early-stopping"
+
+            line = epoch_line(record, tr["epochs"])
+            run.append_metrics(record)  # before the checkpoint: resume trims any excess
+            _save_last(run, model, state, seeds)
+            run.write_summary(_summary(exp, run, state, "running"))
+            run.log(line)
+            reporter.epoch_finished(record, line)
+    except KeyboardInterrupt:
+        run.write_summary(_summary(exp, run, state, "interrupted"))
+        run.log(f"interrupted during epoch {state.epoch + 1}; resume with: nnexp resume {run.path}")
+        raise
+    state.stop_reason = state.stop_reason or "epochs"
+    summary = _summary(exp, run, state, "completed")
+    run.write_summary(summary)
+    run.log(f"done: best validation {100 * state.best_validation_accuracy:.2f}% at epoch "
+            f"{state.best_epoch}, test {100 * state.test_accuracy:.2f}% ({state.stop_reason})")
+    return summary
