@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one error, one line
 out = Console(highlight=False, soft_wrap=True)
 
 # --- shared options ---------------------------------------------------------------------------
@@ -226,6 +226,133 @@ def list_backends() -> None:
         table.add_row(name, "yes" if ok else "no", ", ".join(backend.devices()) if ok else "-",
                       f"{backend.description}; {why}")
     out.print(table)
+
+
+# --- looking at runs: compare, plot, ensemble, filters ----------------------------------------
+
+RunsArg = Annotated[list[str], typer.Argument(
+    help="Run directories, globs, or directories holding runs.", show_default=False)]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="The PNG file to write.")]
+CheckpointOpt = Annotated[str, typer.Option(help="Which checkpoint's parameters: best | last.")]
+
+
+def _warn(warnings: list[str]) -> None:
+    from rich.markup import escape
+
+    for line in warnings:
+        err.print(f"[yellow]warning:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _print_table(table: Table) -> None:
+    """On a terminal, fit the table to it; in a pipe or file, never squeeze or cut a column."""
+    console = out if out.is_terminal else Console(highlight=False, width=100_000)
+    console.print(table)
+
+
+@command("compare")
+def compare_runs(
+        runs: RunsArg,
+        sort: Annotated[str, typer.Option(help="Column or config key to sort by, e.g. training.eta.")]
+        = "test_accuracy",
+        descending: Annotated[Optional[bool], typer.Option(
+            "--desc/--asc", help="Sort order (default: descending for accuracies, else ascending).",
+            show_default=False)] = None,
+        group: Annotated[bool, typer.Option(help="Pool runs that differ only in seed into one row.")] = True,
+        format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json.")]
+        = "table",
+        plot_file: Annotated[Optional[Path], typer.Option(
+            "--plot", help="Also draw validation accuracy and training cost per epoch into this PNG.")]
+        = None) -> None:
+    """Compare runs: the config keys that differ, best validation and test accuracy, time."""
+    from nnexp import compare as cmp
+
+    comparison, warnings = cmp.compare(runs, sort=sort, descending=descending, group=group)
+    _warn(warnings)
+    rendered = cmp.render(comparison, format_)
+    if isinstance(rendered, str):
+        typer.echo(rendered, nl=False)
+    else:
+        _print_table(rendered)
+    if plot_file is not None:
+        from nnexp.plots import plot_comparison
+
+        err.print(f"plot: {plot_comparison(cmp.curves(comparison), plot_file)}")
+
+
+@command("plot")
+def plot_run(run_dir: RunArg, output: OutOpt = None) -> None:
+    """Draw a run's learning curves (default RUN/curves.png); prints the PNG's path."""
+    from nnexp.plots import plot_run as draw
+
+    out.print(str(draw(run_dir, output)), markup=False)
+
+
+@command()
+def ensemble(runs: RunsArg,
+             errors: Annotated[Optional[Path], typer.Option(
+                 help="Draw the test digits the vote gets wrong into this PNG.")] = None,
+             checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None,
+             backend: BackendOpt = None) -> None:
+    """Majority vote of several trained networks on their shared test set (chapter 6)."""
+    from rich.markup import escape
+
+    from nnexp.ensemble import plot_ensemble_errors, run_ensemble
+
+    result, warnings = run_ensemble(runs, checkpoint=checkpoint, backend=backend, data_dir=data_dir)
+    _warn(warnings)
+    table = Table(title=f"majority vote ({checkpoint} checkpoints)")
+    for col in ("network", "test accuracy %", "errors"):
+        table.add_column(col, justify="left" if col == "network" else "right")
+    for m in result.members:
+        table.add_row(escape(m.name), f"{100 * m.accuracy:.2f}", str(m.errors))
+    table.add_row(f"[bold]ensemble of {len(result.members)}[/]", f"[bold]{100 * result.accuracy:.2f}[/]",
+                  f"[bold]{result.errors}[/] of {result.n:,}")
+    _print_table(table)
+    if errors is not None:
+        out.print(str(plot_ensemble_errors(result, errors)), markup=False)
+
+
+@command()
+def filters(run_dir: RunArg,
+            layer: Annotated[Optional[int], typer.Option(
+                help="Index in model.layers of a conv layer (default: the first conv layer).")] = None,
+            output: OutOpt = None, checkpoint: CheckpointOpt = "best",
+            channel: Annotated[Optional[int], typer.Option(
+                help="Input channel to show (default: the mean over channels).")] = None) -> None:
+    """Draw a conv layer's learned filters (default RUN/filters-layer<N>.png); prints the path."""
+    from nnexp.plots import plot_filters
+
+    out.print(str(plot_filters(run_dir, layer, output, checkpoint, channel)), markup=False)
+
+
+@command()
+def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = None,
+             checkpoint: CheckpointOpt = "best",
+             dataset: Annotated[Optional[str], typer.Option(
+                 help="Score on another data set of the same shape, e.g. fashion-mnist "
+                      "(default: the run's own).")] = None,
+             data_dir: DataDirOpt = None) -> None:
+    """Rebuild a run's network from a checkpoint, on any backend, and score it on the test set."""
+    from nnexp import backends as registry
+    from nnexp.evaluate import load_run_model, run_dataset, score
+    from nnexp.runs import Run
+
+    run = Run.open(run_dir)
+    loaded = load_run_model(run, checkpoint=checkpoint, backend=backend, device=device or "auto")
+    data = run_dataset(loaded, dataset=dataset, data_dir=data_dir)
+    result = score(loaded, data)
+    name = backend or loaded.config["backend"]
+    where = registry.get(name).resolve_device(device or "auto")
+    out.print(f"{run.path}: {checkpoint} checkpoint (epoch {loaded.epoch}) on {name}/{where}, "
+              f"{data.name} test set", markup=False)
+    out.print(f"test accuracy {100 * result['accuracy']:.2f}% ({result['n'] - result['errors']:,}/"
+              f"{result['n']:,}), cost {result['cost']:.4f}, {result['errors']:,} errors", markup=False)
+    recorded = (run.read_summary() or {}).get("test_accuracy")
+    if checkpoint == "best" and dataset in (None, loaded.config["data"]["dataset"]) and recorded is not None:
+        same = result["accuracy"] == recorded
+        detail = "" if same else f" (summary.json: {100 * recorded:.2f}%)"
+        out.print(f"reproduces summary.json's test accuracy: {'yes' if same else 'no'}{detail}",
+                  markup=False)
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from nnexp.data import DATASETS
+from nnexp.data.augment import check_augment_spec
 from nnexp.errors import ConfigError
 
 REQUIRED = object()  # marker default: the key must be given
@@ -29,7 +31,6 @@ INITS = ("network3", "network2", "large", "xavier", "he", "small")
 L2_FORMS = ("network3", "network2")
 OPTIMIZERS = ("sgd", "momentum")
 SCHEDULES = ("constant", "halve-on-plateau")
-DATASETS = ("mnist", "fashion-mnist", "mnist-expanded")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 
@@ -100,17 +101,6 @@ LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
     "pool": {"size": Field(int, REQUIRED, min=1)},
     "softmax": {"units": Field(int, REQUIRED, min=1), "dropout": _fraction()},
 }
-
-AUGMENT_SCHEMA: dict[str, Field] = {
-    "shift": Field(int, None, min=1, nullable=True),
-    "rotate": Field(float, None, min=0.0, min_exclusive=True, nullable=True),
-    "elastic": Field(dict, None, nullable=True),
-}
-ELASTIC_SCHEMA: dict[str, Field] = {
-    "alpha": Field(float, 34.0, min=0.0, min_exclusive=True),
-    "sigma": Field(float, 4.0, min=0.0, min_exclusive=True),
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # Loading and overrides
@@ -267,15 +257,6 @@ def _check_layers(layers: list) -> list[dict]:
     return out
 
 
-def _check_augment(augment: dict | None) -> dict | None:
-    if not augment:
-        return None
-    out = _check_mapping("data.augment", AUGMENT_SCHEMA, augment)
-    if out["elastic"] is not None:
-        out["elastic"] = _check_mapping("data.augment.elastic", ELASTIC_SCHEMA, out["elastic"])
-    return {k: v for k, v in out.items() if v is not None} or None
-
-
 def _check_consistency(cfg: dict) -> None:
     """Checks across keys: the output layer must suit the cost."""
     layers = cfg["model"]["layers"]
@@ -303,7 +284,7 @@ def resolve(raw: dict) -> dict:
 
     cfg = _check_mapping("", SCHEMA, raw)
     cfg["model"]["layers"] = _check_layers(cfg["model"]["layers"])
-    cfg["data"]["augment"] = _check_augment(cfg["data"]["augment"])
+    cfg["data"]["augment"] = check_augment_spec(cfg["data"]["augment"]) or None
     _check_consistency(cfg)
     build_spec(cfg["model"]["layers"])  # raises ConfigError on impossible shapes
     return cfg

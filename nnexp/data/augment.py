@@ -42,7 +42,8 @@ def check_augment_spec(spec: dict | None) -> dict:
             out["shift"] = int(s)
     if "rotate" in spec:
         r = spec["rotate"]
-        if isinstance(r, bool) or not isinstance(r, (int, float, np.number)) or not (math.isfinite(r) and 0 <= r <= 180):
+        number = isinstance(r, (int, float, np.number)) and not isinstance(r, bool)
+        if not (number and math.isfinite(r) and 0 <= r <= 180):
             raise ConfigError("data.augment.rotate", f"expected a number of degrees 0..180, got {r!r}")
         if r:
             out["rotate"] = float(r)

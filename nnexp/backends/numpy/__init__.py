@@ -66,6 +66,8 @@ class NumpyModel(Model):
         x = np.asarray(x, dtype=self.dtype)
         if self.spec.layers[0].type in ("conv", "pool"):
             x = x.transpose(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C), a view
+        else:
+            x = x.reshape(len(x), -1)  # (B, C*H*W) in (C, H, W) order, the portable flattening
         for layer in self.layers:
             x = layer.forward(x, train)
         return x

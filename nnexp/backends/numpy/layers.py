@@ -83,70 +83,102 @@ class Dense(Layer):
         return dx
 
 
-def _maxpool(z: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping p x p max-pool of (B, H, W, C) -> (B, H/p, W/p, C), and the argmax.
+def _pool_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max over the leading axis of (P, N, F), where P indexes the offsets inside a window.
 
-    The loop runs over the p*p window offsets, not over pixels. Strict `>` keeps the first
-    maximum in row-major window order, so exact ties (common: a blank patch convolves to the
-    bias everywhere) send the gradient to one input, as torch does.
+    Returns the maxima (N, F) and a 0/1 mask (P, N, F) marking, per window, the *first*
+    maximal offset in row-major window order. Exact ties are common (a blank patch convolves
+    to the bias everywhere), and routing the gradient to one input is what torch does.
     """
-    best = z[:, 0::p, 0::p, :].copy()
-    which = np.zeros(best.shape, dtype=np.int8)
-    for k in range(1, p * p):
-        v = z[:, k // p::p, k % p::p, :]
-        better = v > best
-        np.copyto(best, v, where=better)
-        which[better] = k
-    return best, which
+    best = z[0].copy()
+    for k in range(1, len(z)):
+        np.maximum(best, z[k], out=best)
+    mask = np.empty_like(z)
+    taken = np.zeros(best.shape, dtype=bool)
+    for k in range(len(z)):
+        hit = (z[k] == best) & ~taken
+        taken |= hit
+        mask[k] = hit
+    return best, mask
 
 
-def _unpool(dz: np.ndarray, which: np.ndarray, p: int) -> np.ndarray:
-    """Route each pooled gradient (B, H/p, W/p, C) back to its argmax: (B, H, W, C)."""
-    b, h, w, c = dz.shape
-    out = np.zeros((b, h * p, w * p, c), dtype=dz.dtype)
-    for k in range(p * p):
-        out[:, k // p::p, k % p::p, :] = np.where(which == k, dz, 0)
-    return out
+def _window_major(t: np.ndarray, p: int) -> np.ndarray:
+    """(B, H, W, ...) -> (p, p, B, H/p, W/p, ...) as a view: pool-window offsets first."""
+    b, h, w = t.shape[:3]
+    t = t.reshape(b, h // p, p, w // p, p, *t.shape[3:])
+    return t.transpose(2, 4, 0, 1, 3, *range(5, t.ndim))
+
+
+def _receptive_fields(x: np.ndarray, k: int, p: int) -> np.ndarray:
+    """(B, H, W, C) -> a view (p, p, B, Hp, Wp, k, k, C) of every k x k receptive field."""
+    windows = sliding_window_view(x, (k, k), axis=(1, 2))  # (B, Ho, Wo, C, k, k)
+    return _window_major(windows, p).transpose(0, 1, 2, 3, 4, 6, 7, 5)
+
+
+GATHER_BELOW_RUN = 32  # im2col by index gather when a window's contiguous run is shorter
+GATHER_MAX_ENTRIES = 1 << 20  # ... and the index stays small (training batches, not evaluation)
 
 
 class Conv(Layer):
     """Valid convolution, stride 1, optional p x p max-pool, then the activation.
 
     As network3's ConvPoolLayer, the activation comes after pooling (the same result for
-    monotone activations, and p*p times fewer activations to compute).
+    monotone activations, and p*p times fewer activations to compute). im2col orders its rows
+    by pool-window offset first, so pooling is an element-wise max of p*p contiguous blocks.
     """
+
+    def __init__(self, spec: LayerSpec, need_dx: bool):
+        super().__init__(spec, need_dx)
+        self._gather_index: dict[tuple[int, ...], np.ndarray] = {}
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         k, p = self.spec.size, self.spec.pool
         b, h, w, c = x.shape
-        ho, wo = h - k + 1, w - k + 1
-        windows = sliding_window_view(x, (k, k), axis=(1, 2))  # (B, Ho, Wo, C, k, k), a view
-        # im2col: the one copy per layer per step, rows = output pixels, cols = (k, k, C)
-        self.cols = windows.transpose(0, 1, 2, 4, 5, 3).reshape(b * ho * wo, k * k * c)
+        hp, wp = (h - k + 1) // p, (w - k + 1) // p
+        self.cols = self._im2col(x)  # rows (p, p, B, Hp, Wp), columns (k, k, C)
         self.in_shape = x.shape
-        z = (self.cols @ self.params["w"]).reshape(b, ho, wo, -1)  # (B, Ho, Wo, F)
+        z = (self.cols @ self.params["w"]).reshape(p * p, b * hp * wp, -1)  # (p*p, B*Hp*Wp, F)
         z += self.params["b"]
         if p > 1:
-            z, self.which = _maxpool(z, p)  # (B, Ho/p, Wo/p, F)
-        self.a = activate(self.spec.activation, z)
+            z, self.mask = _pool_rows(z)  # (B*Hp*Wp, F)
+        self.a = activate(self.spec.activation, z.reshape(b, hp, wp, -1))  # (B, Hp, Wp, F)
         return self.a
+
+    def _im2col(self, x: np.ndarray) -> np.ndarray:
+        """(B, H, W, C) -> (p*p*B*Hp*Wp, k*k*C): every receptive field as a row."""
+        k, p, c = self.spec.size, self.spec.pool, x.shape[3]
+        windows = _receptive_fields(x, k, p)
+        if k * c >= GATHER_BELOW_RUN or windows.size > GATHER_MAX_ENTRIES:
+            return windows.reshape(-1, k * k * c)  # a strided copy, runs of k*C values
+        # Short runs (the one-channel input layer) copy faster as a gather with cached indices.
+        index = self._gather_index.get(x.shape)
+        if index is None:
+            positions = np.arange(x.size, dtype=np.intp).reshape(x.shape)
+            index = _receptive_fields(positions, k, p).reshape(-1, k * k * c)
+            self._gather_index[x.shape] = index
+        return np.take(x.reshape(-1), index)
 
     def backward_z(self, dz: np.ndarray) -> np.ndarray | None:
         k, p = self.spec.size, self.spec.pool
+        b, hp, wp, f = dz.shape
+        dz = dz.reshape(1, b * hp * wp, f)
         if p > 1:
-            dz = _unpool(dz, self.which, p)  # (B, Ho, Wo, F)
-        b, ho, wo, f = dz.shape
-        dz = dz.reshape(-1, f)  # (B*Ho*Wo, F)
+            dz = self.mask * dz  # (p*p, B*Hp*Wp, F): each window's gradient to its maximum
+        dz = dz.reshape(-1, f)
         self.grads["w"] = self.cols.T @ dz  # (k*k*C, F)
         self.grads["b"] = dz.sum(axis=0)
         if not self.need_dx:
             return None
-        # col2im: scatter-add each (k, k) offset's column block back onto the input
-        dcols = (dz @ self.params["w"].T).reshape(b, ho, wo, k, k, -1)  # (B, Ho, Wo, k, k, C)
-        dx = np.zeros(self.in_shape, dtype=dz.dtype)
+        # col2im: scatter-add each kernel offset's columns back onto the input. One transposing
+        # copy first makes every block added below contiguous (runs of Wo*C values, not C).
+        dcols = (dz @ self.params["w"].T).reshape(p, p, b, hp, wp, k, k, -1)
+        dcols = np.ascontiguousarray(dcols.transpose(5, 6, 2, 3, 0, 4, 1, 7))  # (k, k, B, Hp, p, Wp, p, C)
+        ho, wo = hp * p, wp * p
+        dcols = dcols.reshape(k, k, b, ho, wo, -1)  # (k, k, B, Ho, Wo, C)
+        dx = np.zeros(self.in_shape, dtype=dz.dtype)  # (B, H, W, C)
         for i in range(k):
             for j in range(k):
-                dx[:, i:i + ho, j:j + wo, :] += dcols[:, :, :, i, j, :]
+                dx[:, i:i + ho, j:j + wo, :] += dcols[i, j]
         return dx
 
     def canonical(self, name: str, value: np.ndarray) -> np.ndarray:
@@ -166,11 +198,19 @@ class Pool(Layer):
     """A separate max-pool layer (no parameters, no activation)."""
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        self.a, self.which = _maxpool(x, self.spec.size)
+        p = self.spec.size
+        b, h, w, c = x.shape
+        self.a, self.mask = _pool_rows(_window_major(x, p).reshape(p * p, -1, c))
+        self.a = self.a.reshape(b, h // p, w // p, c)
         return self.a
 
     def backward(self, da: np.ndarray) -> np.ndarray | None:
-        return _unpool(da, self.which, self.spec.size) if self.need_dx else None
+        if not self.need_dx:
+            return None
+        p = self.spec.size
+        b, hp, wp, c = da.shape
+        dx = (self.mask * da.reshape(1, -1, c)).reshape(p, p, b, hp, wp, c)
+        return dx.transpose(2, 3, 0, 4, 1, 5).reshape(b, hp * p, wp * p, c)
 
     backward_z = backward
 

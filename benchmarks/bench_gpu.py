@@ -1,0 +1,118 @@
+"""Milliseconds per training step: nnexp's torch backend beside a plain eager PyTorch loop.
+
+The network is chapter 6's conv2_relu rung (conv 20@5x5 + pool 2, conv 40@5x5 + pool 2,
+FC 100, softmax 10, ReLU, mini-batch 10, eta 0.03, network3 L2 with lambda 0.1 over 50,000
+images), the setting where a GPU spends most of a step waiting for Python to launch kernels.
+Both contenders run in the same process on the same device with the same data, so their
+ratio is meaningful even where absolute numbers drift. The "plain loop" is what one would
+write by hand: `nn.Sequential`, `torch.optim.SGD`, indexing a device-resident dataset.
+
+On CUDA nnexp replays its step as a CUDA graph; on the CPU it runs eagerly like the plain
+loop, so the CPU ratio shows what nnexp's bookkeeping costs there. Without CUDA the GPU part
+is skipped with a message. Pixels are random: speed does not depend on them.
+
+    python benchmarks/bench_gpu.py [--steps 2000] [--cpu-steps 200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnexp import backends
+from nnexp.backends import Objective, Optimizer
+from nnexp.network import build_spec, init_params, l2_coefficient
+
+LAYERS = [
+    {"type": "conv", "filters": 20, "size": 5, "pool": 2, "activation": "relu"},
+    {"type": "conv", "filters": 40, "size": 5, "pool": 2, "activation": "relu"},
+    {"type": "dense", "units": 100, "activation": "relu", "dropout": 0.0},
+    {"type": "softmax", "units": 10, "dropout": 0.0},
+]
+BATCH, ETA = 10, 0.03
+L2 = l2_coefficient("network3", 0.1, 50_000, BATCH)
+
+
+def timed(epoch, steps: int, device: str, repeats: int) -> float:
+    """Best ms/step over `repeats` epochs, after one untimed epoch (capture, caches, autotuning)."""
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    epoch()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        epoch()
+        sync()
+        best = min(best, (time.perf_counter() - start) / steps)
+    return 1000 * best
+
+
+def nnexp_epoch(device: str, x: np.ndarray, y: np.ndarray, index: np.ndarray):
+    spec = build_spec(LAYERS)
+    params = init_params(spec, "network3", np.random.default_rng(0))
+    model = backends.get("torch").build(spec, params, Objective("log-likelihood", L2), Optimizer("sgd"),
+                                        dtype="float32", device=device)
+    return lambda: model.train_epoch(x, y, index, ETA)
+
+
+def plain_epoch(device: str, x: np.ndarray, y: np.ndarray, index: np.ndarray):
+    net = nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(640, 100), nn.ReLU(), nn.Linear(100, 10),
+    ).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=ETA, weight_decay=L2)
+    xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    rows = torch.from_numpy(index).to(device)
+
+    def epoch():
+        for r in rows:
+            loss = F.cross_entropy(net(xs[r]), ys[r])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return epoch
+
+
+def compare(device: str, steps: int, repeats: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    n = steps * BATCH
+    x = rng.random((n, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, size=n)
+    index = rng.permutation(n).reshape(steps, BATCH)
+    ours = timed(nnexp_epoch(device, x, y, index), steps, device, repeats)
+    plain = timed(plain_epoch(device, x, y, index), steps, device, repeats)
+    return ours, plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000, help="mini-batches per timed GPU epoch")
+    parser.add_argument("--cpu-steps", type=int, default=200, help="mini-batches per timed CPU epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs; the best counts")
+    args = parser.parse_args()
+
+    print(f"conv2_relu, batch {BATCH}, float32; torch {torch.__version__}")
+    print(f"{'device':<34} {'nnexp ms/step':>14} {'plain ms/step':>14} {'plain/nnexp':>12}")
+    rows = []
+    if torch.cuda.is_available():
+        rows.append((f"cuda ({torch.cuda.get_device_name(0)})", "cuda", args.steps))
+    else:
+        print("CUDA: skipped (torch sees no CUDA device here)")
+    rows.append((f"cpu ({torch.get_num_threads()} threads)", "cpu", args.cpu_steps))
+    for label, device, steps in rows:
+        ours, plain = compare(device, steps, args.repeats)
+        print(f"{label:<34} {ours:>14.3f} {plain:>14.3f} {plain / ours:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The torch backend: the NumPy backend's networks with autograd, on the CPU or a CUDA GPU.
+
+This package is imported lazily by the registry, and this module itself imports torch only
+inside its methods, so `nnexp backends` can report "torch is not installed" instead of
+crashing. The model lives in `model.py`, its maths in `functional.py`, and the CUDA-graph
+training path in `graph.py`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnexp.backends.base import Backend, Model, Objective, Optimizer
+from nnexp.errors import BackendError
+from nnexp.network import NetworkSpec
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    description = "PyTorch autograd, same network and update rule as numpy; CPU, or CUDA with CUDA graphs"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import torch
+        except ImportError:
+            return False, "torch is not installed"
+        except OSError as exc:  # a broken install: missing or mismatched shared libraries
+            return False, f"torch cannot be loaded ({str(exc).splitlines()[0]})"
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+        return True, f"torch {torch.__version__.split('+')[0]}, CUDA: {gpu}"
+
+    def devices(self) -> list[str]:
+        import torch
+
+        gpus = range(torch.cuda.device_count()) if torch.cuda.is_available() else range(0)
+        return ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in gpus]
+
+    def resolve_device(self, device: str) -> str:
+        import torch
+
+        if device not in DEVICES:
+            raise BackendError(f"unknown device {device!r} for the torch backend; valid: {', '.join(DEVICES)}")
+        if device == "cpu":
+            return "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        if device == "auto":
+            return "cpu"
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise BackendError(f"device 'cuda' was asked for, but torch {torch.__version__} ({build}) "
+                           "sees no CUDA GPU here; use --device cpu or auto")
+
+    def build(self, spec: NetworkSpec, params: dict[str, np.ndarray], objective: Objective,
+              optimizer: Optimizer = Optimizer(), *, dtype: str = "float32", device: str = "auto",
+              seed: int = 0) -> Model:
+        import torch
+
+        from nnexp.backends.torch.model import TorchModel
+
+        resolved = self.resolve_device(device)
+        if resolved == "cuda":
+            # float32 means IEEE float32 on every device. cuDNN would otherwise run float32
+            # convolutions in TF32 (10-bit mantissa), a silent precision change between the
+            # CPU and the GPU. Process-wide, as torch offers it.
+            torch.backends.cudnn.conv.fp32_precision = "ieee"
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+        return TorchModel(spec, params, objective, optimizer, dtype, resolved, seed)

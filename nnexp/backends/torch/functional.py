@@ -1,0 +1,76 @@
+"""The network's maths in torch: forward pass and costs, as plain functions of named tensors.
+
+They mirror `nnexp.backends.numpy.functional` and `layers.py` formula for formula, but leave
+the backward pass to autograd. Parameters stay in the portable layouts of `nnexp.network`:
+dense and softmax ``w`` is (n_in, n_out), so a layer is ``x @ w + b`` (not `nn.Linear`'s
+transposed weight), and conv ``w`` is (F, C, k, k), which is already `conv2d`'s layout.
+Nothing here reads a tensor back to the host, so the same code can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nnexp.network import NetworkSpec
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "linear": lambda z: z,
+}
+
+# (shape, keep probability) -> a 0/1 mask in the input's dtype: how a model draws dropout
+MaskFn = Callable[[tuple[int, ...], float], torch.Tensor]
+
+
+def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
+            mask: MaskFn | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, a) of the output layer for images x (B, C, H, W).
+
+    `mask` given = training: network3 dropout multiplies a dense layer's *input* by a
+    Bernoulli(1-p) mask; `mask` None = inference: the input is scaled by (1-p) instead.
+    """
+    z = x
+    for layer in spec.layers:
+        i = layer.index
+        if layer.type == "conv":
+            z = F.conv2d(x, params[f"{i}.w"], params[f"{i}.b"])  # (B, F, H-k+1, W-k+1), valid
+            if layer.pool > 1:
+                z = F.max_pool2d(z, layer.pool)  # pooled before the activation, as network3
+            x = ACTIVATIONS[layer.activation](z)
+        elif layer.type == "pool":
+            x = F.max_pool2d(x, layer.size)
+        else:  # dense, softmax
+            x = x.reshape(x.shape[0], -1)  # (B, C*H*W): the portable (C, H, W) order
+            if layer.dropout:
+                keep = 1.0 - layer.dropout
+                x = x * (mask(tuple(x.shape), keep) if mask is not None else keep)
+            z = torch.addmm(params[f"{i}.b"], x, params[f"{i}.w"])  # (B, n_out)
+            x = torch.softmax(z, dim=1) if layer.type == "softmax" else ACTIVATIONS[layer.activation](z)
+    return z, x
+
+
+def one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B,) labels -> (B, k) targets, by scatter: unlike `F.one_hot`, it never checks the
+    labels' range on the host, which would synchronise inside a CUDA graph."""
+    return torch.zeros((y.shape[0], k), dtype=dtype, device=y.device).scatter_(1, y[:, None], 1.0)
+
+
+def cost_sum(cost: str, z: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The cost summed over the batch (each example's cost summed over output units).
+
+    Written from z where the NumPy backend is, so neither takes log(0): log-likelihood is
+    logsumexp(z) - z[y]; cross-entropy is softplus(z) - y z, whose gradient is a - y exactly.
+    """
+    if cost == "log-likelihood":
+        return F.cross_entropy(z, y, reduction="sum")
+    target = one_hot(y, z.shape[1], z.dtype)
+    if cost == "cross-entropy":
+        return F.binary_cross_entropy_with_logits(z, target, reduction="sum")
+    if cost == "quadratic":
+        return 0.5 * ((a - target) ** 2).sum()
+    raise ValueError(f"unknown cost {cost!r}")

@@ -1,0 +1,337 @@
+"""Compare run directories: read them into rows, find what differs, group seeds, sort, format.
+
+`nnexp compare` answers "which of these runs did best, and what was different about it?".
+So a row shows only the config keys whose values differ between the runs shown (everything
+else is noise), and runs that differ only in `seed` collapse into one row with mean ± sample
+std, min, max and n: the book's claims are about a configuration, not about one lucky seed.
+
+Finding and reading the runs is `runset`'s job: incomplete runs arrive with their status,
+damaged ones as warnings.
+
+Non-goals: no reading of checkpoints (that is `evaluate`/`ensemble`), no statistics beyond
+mean/std/min/max (significance testing would need more seeds than anyone runs here).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnexp.errors import UserError
+from nnexp.runset import METRICS, RunRecord, load_runs
+
+FORMATS = ("table", "markdown", "csv", "json")
+DEFAULT_SORT = "test_accuracy"
+# `name` differs by design; backend and device have a column of their own (what actually ran).
+NOT_CONFIG_COLUMNS = ("name", "backend", "device")
+MISSING = object()  # a config key one run has and another lacks (shown as "-")
+
+
+# --- rows and groups --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over the runs of a row. std is the sample std (ddof=1); None when n < 2."""
+
+    mean: float
+    std: float | None
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Stat | None":
+        if not values:
+            return None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.fmean(values), std, min(values), max(values), len(values))
+
+
+@dataclass
+class Row:
+    """One line of the comparison: a single run, or the runs that differ only in seed."""
+
+    runs: list[RunRecord]
+
+    @property
+    def grouped(self) -> bool:
+        return len(self.runs) > 1
+
+    @property
+    def label(self) -> str:
+        if not self.grouped:
+            return self.runs[0].name
+        base = self.runs[0].config.get("name") or self.runs[0].name
+        return f"{base} [seeds {', '.join(map(str, self.seeds))}]"
+
+    @property
+    def seeds(self) -> list:
+        return [r.config.get("seed") for r in self.runs]
+
+    @property
+    def status(self) -> str:
+        return self.runs[0].status  # a row only groups runs of one status
+
+    @property
+    def backend(self) -> str:
+        return _joined(r.summary.get("backend") if r.summary else r.config.get("backend") for r in self.runs)
+
+    @property
+    def device(self) -> str:
+        return _joined(r.summary.get("device") if r.summary else r.config.get("device") for r in self.runs)
+
+    def stat(self, metric: str) -> Stat | None:
+        return Stat.of([r.values[metric] for r in self.runs if r.values[metric] is not None])
+
+    def config_value(self, key: str) -> Any:
+        return self.runs[0].flat.get(key, MISSING)
+
+
+def _joined(values) -> str:
+    distinct = list(dict.fromkeys("-" if v is None else str(v) for v in values))
+    return ",".join(distinct)
+
+
+def _config_key(record: RunRecord, ignore: tuple[str, ...]) -> str:
+    return json.dumps({k: v for k, v in record.flat.items() if k not in ignore}, sort_keys=True, default=str)
+
+
+def group_runs(records: list[RunRecord], group: bool = True) -> list[Row]:
+    """Rows in order of first appearance. With `group`, runs whose configs differ only in
+    `seed` share a row, but only runs of the same status: averaging a finished run with one
+    still at epoch 3 would describe neither."""
+    if not group:
+        return [Row([r]) for r in records]
+    rows: dict[tuple[str, str], Row] = {}
+    for record in records:
+        key = (_config_key(record, ("name", "seed")), record.status)
+        rows.setdefault(key, Row([])).runs.append(record)
+    return list(rows.values())
+
+
+def differing_keys(flats: list[dict[str, Any]], ignore: tuple[str, ...] = NOT_CONFIG_COLUMNS) -> list[str]:
+    """The dotted keys whose values are not the same in every config (a key some lack counts).
+
+    Keys come out in config order, keys only some configs have (an extra layer) placed after
+    their predecessor, so `model.layers.2.*` stays next to `model.layers.1.*`.
+    """
+    order: list[str] = []
+    for flat in flats:
+        after = -1
+        for key in flat:
+            if key in order:
+                after = order.index(key)
+            else:
+                order.insert(after + 1, key)
+                after += 1
+    marker = json.dumps  # compares 1 and 1.0 and True as different, as YAML would show them
+    return [key for key in order if key not in ignore
+            and len({marker(f[key], default=str) if key in f else "\0missing" for f in flats}) > 1]
+
+
+@dataclass
+class Comparison:
+    """The rows to show, the config keys that tell them apart, and how they are grouped."""
+
+    rows: list[Row]
+    keys: list[str]
+    grouped: bool  # grouping was asked for (stat columns are part of the output)
+
+    @property
+    def any_group(self) -> bool:
+        return any(row.grouped for row in self.rows)
+
+
+def build(records: list[RunRecord], *, group: bool = True) -> Comparison:
+    rows = group_runs(records, group)
+    ignore = NOT_CONFIG_COLUMNS + (("seed",) if group else ())
+    return Comparison(rows, differing_keys([r.flat for r in records], ignore), group)
+
+
+# --- machine rows and sorting -----------------------------------------------------------------
+
+
+def machine_row(row: Row, comparison: Comparison) -> dict[str, Any]:
+    """A row as plain values: accuracies as fractions, missing values as None.
+
+    This is what csv and json print and what sorting looks at; the human formats only
+    render it. In grouped mode each metric also has ``_std``, ``_min`` and ``_max``.
+    """
+    out: dict[str, Any] = {"name": row.label, "runs": [r.name for r in row.runs], "status": row.status,
+                           "backend": row.backend, "device": row.device, "n": len(row.runs),
+                           "seeds": row.seeds}
+    for key in comparison.keys:
+        value = row.config_value(key)
+        out[key] = None if value is MISSING else value
+    for metric in METRICS:
+        stat = row.stat(metric)
+        out[metric] = stat.mean if stat else None
+        if comparison.grouped:
+            out[f"{metric}_std"] = stat.std if stat else None
+            out[f"{metric}_min"] = stat.min if stat else None
+            out[f"{metric}_max"] = stat.max if stat else None
+    return out
+
+
+def sort_keys(comparison: Comparison) -> list[str]:
+    """Every key `--sort` accepts: the output columns plus any config key of any run."""
+    columns = list(machine_row(comparison.rows[0], comparison)) if comparison.rows else []
+    config_keys = dict.fromkeys(k for row in comparison.rows for r in row.runs for k in r.flat)
+    return [k for k in dict.fromkeys([*columns, *config_keys]) if k not in ("runs", "seeds")]
+
+
+def sort_rows(comparison: Comparison, key: str = DEFAULT_SORT, descending: bool | None = None) -> Comparison:
+    """Sorted by `key`; runs without a value go last whatever the direction.
+
+    `descending=None` means: highest first for accuracies (what one compares them for),
+    lowest first for everything else (names, eta, wall time).
+    """
+    valid = sort_keys(comparison)
+    if key not in valid:
+        columns = [k for k in machine_row(comparison.rows[0], comparison) if k not in ("runs", "seeds")]
+        main = [k for k in columns if not k.endswith(("_std", "_min", "_max"))]
+        stats = " (each also with _std, _min, _max)" if comparison.grouped else ""
+        raise UserError(f"unknown sort key {key!r}; valid: {', '.join(main)}{stats}, or a config key: "
+                        + ", ".join(k for k in valid if k not in columns))
+    if descending is None:
+        descending = "accuracy" in key
+
+    def value(row: Row) -> Any:
+        machine = machine_row(row, comparison)
+        found = machine[key] if key in machine else row.config_value(key)
+        return None if found is MISSING else found
+
+    def rank(row: Row):
+        v = value(row)
+        return (0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, str(v))
+
+    present = [r for r in comparison.rows if value(r) is not None]
+    absent = [r for r in comparison.rows if value(r) is None]
+    present.sort(key=lambda r: r.label)  # stable tie-break: by name, whatever the direction
+    present.sort(key=rank, reverse=descending)
+    return Comparison(present + absent, comparison.keys, comparison.grouped)
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
+
+
+def _epochs(stat: Stat | None) -> str:
+    return "-" if stat is None else f"{stat.mean:g}" if stat.mean == int(stat.mean) else f"{stat.mean:.1f}"
+
+
+def config_cell(value: Any) -> str:
+    if value is MISSING:
+        return "-"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def human_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Headers and string cells shared by the rich table and the markdown table."""
+    spread = comparison.any_group
+    headers = ["run", *(["n"] if spread else []), "status", "backend/device", *comparison.keys,
+               "epochs", "best epoch", "best val %", *(["±"] if spread else []), "test %",
+               *(["±", "test min", "test max"] if spread else []), "wall time"]
+    cells = []
+    for row in comparison.rows:
+        val, test = row.stat("best_validation_accuracy"), row.stat("test_accuracy")
+        std = lambda s: "-" if s is None or s.std is None else f"{100 * s.std:.2f}"  # noqa: E731
+        cells.append([
+            row.label, *([str(len(row.runs))] if spread else []), row.status,
+            f"{row.backend}/{row.device}", *(config_cell(row.config_value(k)) for k in comparison.keys),
+            _epochs(row.stat("epochs_run")), _epochs(row.stat("best_epoch")),
+            _pct(val.mean if val else None), *([std(val)] if spread else []),
+            _pct(test.mean if test else None),
+            *([std(test), _pct(test.min if test else None), _pct(test.max if test else None)] if spread else []),
+            _duration(row.stat("wall_time_s").mean if row.stat("wall_time_s") else None),
+        ])
+    return headers, cells
+
+
+def rich_table(comparison: Comparison, title: str | None = None):
+    from rich.table import Table
+    from rich.text import Text
+
+    headers, cells = human_table(comparison)
+    table = Table(title=title)
+    left = {"run", "status", "backend/device"}
+    for header in headers:
+        table.add_column(header, justify="left" if header in left else "right", no_wrap=header != "run")
+    for row in cells:
+        table.add_row(*map(Text, row))  # Text: a label like [seeds 1, 2] is not markup
+    return table
+
+
+def markdown(comparison: Comparison) -> str:
+    headers, cells = human_table(comparison)
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, headers)) + " |",
+             "|" + "|".join(":---" if h in ("run", "status", "backend/device") else "---:" for h in headers) + "|"]
+    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(comparison: Comparison) -> str:
+    """One header line, one line per row; lists (runs, seeds) space-separated, None empty.
+    Floats are written with repr, so they parse back to the very same numbers."""
+    rows = [machine_row(row, comparison) for row in comparison.rows]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    headers = list(rows[0]) if rows else []
+    writer.writerow(headers)
+    for row in rows:
+        writer.writerow(["" if v is None else " ".join(map(str, v)) if isinstance(v, list)
+                         else repr(v) if isinstance(v, float) else str(v).lower() if isinstance(v, bool)
+                         else v for v in row.values()])
+    return buf.getvalue()
+
+
+def to_json(comparison: Comparison) -> str:
+    return json.dumps([machine_row(row, comparison) for row in comparison.rows], indent=2, default=str) + "\n"
+
+
+def curves(comparison: Comparison) -> list[tuple[str, list[list[dict]]]]:
+    """(label, per-run metric records) per row: what `plots.comparison_figure` draws."""
+    return [(row.label if row.status == "completed" else f"{row.label} ({row.status})",
+             [r.metrics for r in row.runs]) for row in comparison.rows]
+
+
+def compare(patterns: list[str | Path], *, sort: str = DEFAULT_SORT, descending: bool | None = None,
+            group: bool = True) -> tuple[Comparison, list[str]]:
+    """Read, group and sort the runs the patterns name: (comparison, warnings)."""
+    records, warnings = load_runs(patterns)
+    return sort_rows(build(records, group=group), sort, descending), warnings
+
+
+def render(comparison: Comparison, fmt: str = "table"):
+    """The comparison in one of FORMATS: a rich Table for "table", text otherwise."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return {"table": rich_table, "markdown": markdown, "csv": to_csv, "json": to_json}[fmt](comparison)

@@ -1,0 +1,113 @@
+"""Majority vote of several trained networks, as at the end of Nielsen's chapter 6.
+
+The book trains five networks and lets them vote: an image is classified as the digit most
+networks chose. We add the one rule a vote needs and the book leaves open, ties: among the
+classes with the most votes, the one with the largest output summed over all members wins
+(a confident minority does not override the majority, but it does settle a draw).
+
+Members may have different architectures; they must have been trained on one dataset's
+test set, since the vote is taken image by image.
+
+Non-goals: weighted votes, averaging outputs as the primary rule, training the members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnexp.runset import find_run_dirs
+from nnexp.data import Dataset
+from nnexp.errors import UserError
+from nnexp.evaluate import load_run_model, run_dataset, score
+from nnexp.runs import Run
+
+
+def majority_vote(votes: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Each image's most-voted class; ties go to the tied class with the largest summed output.
+
+    votes: (members, N) class indices; outputs: (members, N, classes) output activations.
+    A tie in the summed outputs too (vanishingly rare with real outputs) goes to the lower
+    class index, so the result is always deterministic.
+    """
+    votes = np.asarray(votes)
+    outputs = np.asarray(outputs, dtype=np.float64)
+    members, n, classes = outputs.shape
+    if votes.shape != (members, n):
+        raise ValueError(f"votes {votes.shape} do not match outputs {outputs.shape}")
+    counts = np.zeros((n, classes), dtype=np.int64)  # (N, classes)
+    np.add.at(counts, (np.broadcast_to(np.arange(n), votes.shape), votes), 1)
+    tied = counts == counts.max(axis=1, keepdims=True)  # (N, classes): the classes in the lead
+    summed = outputs.sum(axis=0)  # (N, classes)
+    return np.where(tied, summed, -np.inf).argmax(axis=1)
+
+
+@dataclass
+class Member:
+    name: str
+    accuracy: float
+    errors: int
+
+
+@dataclass
+class EnsembleResult:
+    members: list[Member]
+    accuracy: float
+    errors: int
+    n: int
+    predictions: np.ndarray  # (N,) the ensemble's answers on the test set
+    test: Dataset  # whose .test split was voted on
+
+    @property
+    def wrong(self) -> np.ndarray:
+        """Indices of the misclassified test images, in test-set order."""
+        return np.flatnonzero(self.predictions != self.test.test.y)
+
+
+def _test_set_id(loaded) -> str:
+    """Which test set a run was evaluated on: expanded MNIST shares MNIST's test set."""
+    name = loaded.config["data"]["dataset"]
+    return "mnist" if name == "mnist-expanded" else name
+
+
+def run_ensemble(patterns: list[str | Path], *, checkpoint: str = "best", backend: str | None = None,
+                 data_dir: str | Path | None = None) -> tuple[EnsembleResult, list[str]]:
+    """Load every run's network, score it on the shared test set, and take the vote.
+
+    Returns (result, warnings): warnings name paths that matched no run.
+    """
+    paths, warnings = find_run_dirs(patterns)
+    loaded = [load_run_model(Run.open(p), checkpoint=checkpoint, backend=backend) for p in paths]
+    sets = {_test_set_id(l) for l in loaded}
+    if len(sets) > 1:
+        which = ", ".join(f"{l.run.name}: {_test_set_id(l)}" for l in loaded)
+        raise UserError(f"the runs must share a test set to vote; they were trained on different "
+                        f"datasets ({which})")
+    dataset = run_dataset(loaded[0], data_dir=data_dir)
+    members, outputs = [], []
+    for member in loaded:
+        result = score(member, dataset)
+        if result["outputs"].shape[1] != dataset.num_classes:
+            raise UserError(f"{member.run.name} has {result['outputs'].shape[1]} outputs, "
+                            f"the test set {dataset.num_classes} classes")
+        members.append(Member(member.run.name, result["accuracy"], result["errors"]))
+        outputs.append(result["outputs"])
+    stacked = np.stack(outputs)  # (members, N, classes)
+    predictions = majority_vote(stacked.argmax(axis=2), stacked)
+    errors = int(np.sum(predictions != dataset.test.y))
+    n = len(dataset.test.y)
+    return EnsembleResult(members, 1 - errors / n, errors, n, predictions, dataset), warnings
+
+
+def plot_ensemble_errors(result: EnsembleResult, out: str | Path, limit: int = 100) -> Path:
+    """The grid of test digits the ensemble got wrong (true label top right, answer bottom right)."""
+    from nnexp.plots import plot_errors
+
+    wrong = result.wrong
+    test = result.test.test
+    title = (f"{result.errors} test images misclassified by a vote of {len(result.members)} "
+             f"networks ({100 * result.accuracy:.2f}% correct)\ntop right: true label, bottom right: "
+             f"the vote")
+    return plot_errors(test.x[wrong], test.y[wrong], result.predictions[wrong], out, title, limit)

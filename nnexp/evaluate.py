@@ -1,0 +1,67 @@
+"""Rebuild a trained network from its run directory, on any backend, and score it.
+
+A run directory carries everything needed: the resolved config and portable checkpoints.
+This is what `nnexp evaluate` and `nnexp ensemble` stand on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnexp import backends, config
+from nnexp.backends import Model, Objective
+from nnexp.data import Dataset, load_dataset
+from nnexp.errors import RunDirError
+from nnexp.network import NetworkSpec, build_spec
+from nnexp.runs import Run
+
+
+@dataclass
+class LoadedRun:
+    run: Run
+    config: dict
+    spec: NetworkSpec
+    model: Model
+    checkpoint: str
+    epoch: int
+
+
+def load_run_model(run: Run, *, checkpoint: str = "best", backend: str | None = None,
+                   device: str = "auto", dtype: str | None = None) -> LoadedRun:
+    """The run's network with the parameters of its `best` or `last` checkpoint."""
+    if checkpoint not in ("best", "last"):
+        raise RunDirError(f"unknown checkpoint {checkpoint!r}; valid: best, last")
+    cfg = config.resolve(run.read_config())
+    spec = build_spec(cfg["model"]["layers"])
+    params, meta, _ = run.load_checkpoint(checkpoint)
+    expected = spec.param_shapes()
+    for name, shape in expected.items():
+        if name not in params or params[name].shape != tuple(shape):
+            raise RunDirError(f"checkpoint {run.checkpoint_path(checkpoint)} does not match the "
+                              f"run's config (parameter {name})")
+    chosen = backends.get(backend or cfg["backend"])
+    # Inference needs no L2 coefficient: it only enters training steps.
+    model = chosen.build(spec, params, Objective(cfg["training"]["cost"]),
+                         dtype=dtype or cfg["dtype"], device=chosen.resolve_device(device))
+    return LoadedRun(run, cfg, spec, model, checkpoint, int(meta.get("epoch", 0)))
+
+
+def run_dataset(loaded: LoadedRun, *, dataset: str | None = None, data_dir=None) -> Dataset:
+    """The dataset the run was trained on (or another one of the same shape)."""
+    data = loaded.config["data"]
+    name = dataset or data["dataset"]
+    if name == "mnist-expanded":  # its validation and test sets are MNIST's
+        name = "mnist"
+    return load_dataset(name, data_dir=data_dir or (data["path"] if dataset is None else None))
+
+
+def score(loaded: LoadedRun, dataset: Dataset, split: str = "test") -> dict:
+    """Cost, accuracy and predictions of the loaded model on one split."""
+    part = getattr(dataset, split)
+    out = loaded.model.predict(part.x)
+    cost, accuracy = loaded.model.evaluate(part.x, part.y)
+    return {"split": split, "cost": cost, "accuracy": accuracy,
+            "errors": int(np.sum(out.argmax(axis=1) != part.y)),
+            "n": len(part.y), "outputs": out}

@@ -1,0 +1,306 @@
+"""Every figure nnexp draws, as PNG files: the plots readers of the book expect.
+
+- `run_figure`: one run's learning curves (cost and accuracy per epoch, best epoch marked)
+- `comparison_figure`: validation accuracy and training cost of many runs or seed groups
+- `errors_figure`: the grid of misclassified test digits (chapter 6), true label top right,
+  the network's answer bottom right
+- `filters_figure`: a conv layer's learned filters, one tile per filter
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never pyplot: no
+display, no global figure state, safe in tests and on headless machines. Sizes are fixed
+(`figsize` x `DPI`, no bbox cropping) so a figure's pixel size is predictable.
+
+Non-goals: interactive plots, styling options. These figures are for looking at results.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from nnexp.errors import UserError
+from nnexp.runs import Run
+
+DPI = 100
+RUN_SIZE = (11.0, 4.5)  # inches: 1100 x 450 px
+COMPARISON_SIZE = (12.0, 5.0)  # 1200 x 500 px
+TILE = 1.0  # inches per digit or filter tile
+GRID_COLUMNS = 10
+TITLE_BAND = 0.6  # inches above a tile grid for its (up to two-line) title
+MIN_GRID_WIDTH = 4.0  # inches: room for the title above a grid of only a few tiles
+
+
+def _new(size: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=size, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"{out}: figures are written as PNG; give a file name ending in .png")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=DPI, format="png")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def _series(metrics: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of the records that have `key`; non-finite values become gaps."""
+    pairs = [(r["epoch"], r[key]) for r in metrics if key in r and "epoch" in r]
+    if not pairs:
+        return np.array([]), np.array([])
+    epochs, values = zip(*pairs)
+    values = np.array([v if isinstance(v, (int, float)) else np.nan for v in values], dtype=float)
+    return np.array(epochs), np.where(np.isfinite(values), values, np.nan)
+
+
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.grid(alpha=0.3)
+
+
+def _marker(n: int) -> str | None:
+    """Dots on short curves, so a run with one epoch still shows up."""
+    return "." if n < 30 else None
+
+
+def best_record(metrics: list[dict], summary: dict | None) -> dict | None:
+    """The record of the best-validation epoch: the summary's, else recomputed (ties later)."""
+    epoch = (summary or {}).get("best_epoch")
+    if epoch:
+        for record in metrics:
+            if record.get("epoch") == epoch:
+                return record
+    best = None
+    for record in metrics:
+        acc = record.get("validation_accuracy")
+        if isinstance(acc, (int, float)) and math.isfinite(acc) and (
+                best is None or acc >= best["validation_accuracy"]):
+            best = record
+    return best
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+def run_figure(metrics: list[dict], summary: dict | None = None, title: str = "") -> Figure:
+    """Cost and accuracy (%) per epoch for validation, test and, when monitored, training data.
+    The best-validation epoch is marked, with the test accuracy there: the number the book
+    reports, shown where it comes from."""
+    fig = _new(RUN_SIZE)
+    cost_ax, acc_ax = fig.subplots(1, 2)
+    styles = [("train", "tab:green"), ("validation", "tab:blue"), ("test", "tab:orange")]
+    for split, colour in styles:
+        epochs, cost = _series(metrics, f"{split}_cost")
+        if len(epochs):
+            cost_ax.plot(epochs, cost, color=colour, label=split, marker=_marker(len(epochs)))
+        epochs, acc = _series(metrics, f"{split}_accuracy")
+        if len(epochs):
+            acc_ax.plot(epochs, 100 * acc, color=colour, label=split, marker=_marker(len(epochs)))
+    best = best_record(metrics, summary)
+    acc_title = "accuracy"
+    if best is not None:
+        for ax in (cost_ax, acc_ax):
+            ax.axvline(best["epoch"], color="grey", linestyle="--", linewidth=1, label="best validation")
+        test = best.get("test_accuracy")
+        if isinstance(test, (int, float)) and math.isfinite(test):
+            acc_title = f"accuracy: best validation at epoch {best['epoch']}, test {100 * test:.2f}%"
+            acc_ax.plot([best["epoch"]], [100 * test], marker="o", color="tab:orange")
+            acc_ax.annotate(f"test {100 * test:.2f}%", xy=(best["epoch"], 100 * test), xytext=(-6, -14),
+                            textcoords="offset points", ha="right", fontsize=9, color="tab:orange")
+    cost_ax.set(title="cost", xlabel="epoch", ylabel="cost")
+    acc_ax.set(title=acc_title, xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (cost_ax, acc_ax):
+        _epoch_axis(ax)
+        ax.legend(loc="best", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_run(path: str | Path, out: str | Path | None = None) -> Path:
+    """`RUN/curves.png` (or `out`) from a run directory's metrics.jsonl and summary.json."""
+    run = Run.open(path)
+    metrics = [r for r in run.read_metrics() if isinstance(r, dict)]
+    if not metrics:
+        raise UserError(f"{run.path} has no completed epoch yet (metrics.jsonl is empty); nothing to plot")
+    summary = run.read_summary()
+    status = (summary or {}).get("status", "no summary")
+    fig = run_figure(metrics, summary, title=f"{run.name} ({status})")
+    return _save(fig, out or run.path / "curves.png")
+
+
+# --- many runs --------------------------------------------------------------------------------
+
+
+def _band(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean, min, max) over the runs at each epoch some run reached: runs stopped
+    early simply stop contributing."""
+    by_epoch: dict[int, list[float]] = {}
+    for metrics in runs:
+        for epoch, value in zip(*_series(metrics, key)):
+            if np.isfinite(value):
+                by_epoch.setdefault(int(epoch), []).append(float(value))
+    epochs = np.array(sorted(by_epoch))
+    vals = [by_epoch[e] for e in epochs]
+    return (epochs, np.array([np.mean(v) for v in vals]), np.array([min(v) for v in vals]),
+            np.array([max(v) for v in vals]))
+
+
+def comparison_figure(curves: list[tuple[str, list[list[dict]]]]) -> Figure:
+    """Validation accuracy and training cost per epoch, one line per run or seed group.
+
+    A group is drawn as its mean with a shaded min-max band. The cost panel shows the
+    training cost only if every run monitored it: mixing training and validation costs
+    in one panel would compare different things.
+    """
+    fig = _new(COMPARISON_SIZE)
+    acc_ax, cost_ax = fig.subplots(1, 2)
+    all_runs = [m for _, runs in curves for m in runs if m]
+    cost_key = "train_cost" if all_runs and all(any("train_cost" in r for r in m) for m in all_runs) \
+        else "validation_cost"
+    colours = [f"C{i % 10}" for i in range(len(curves))]
+    for (label, runs), colour in zip(curves, colours):
+        for ax, key, scale in ((acc_ax, "validation_accuracy", 100.0), (cost_ax, cost_key, 1.0)):
+            epochs, mean, low, high = _band(runs, key)
+            if not len(epochs):
+                continue
+            ax.plot(epochs, scale * mean, color=colour, marker=_marker(len(epochs)), label=label if len(runs) == 1 else f"{label} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(epochs, scale * low, scale * high, color=colour, alpha=0.2, linewidth=0)
+    acc_ax.set(title="validation accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    cost_ax.set(title="training cost" if cost_key == "train_cost" else
+                "validation cost (training cost not monitored)", xlabel="epoch", ylabel="cost")
+    for ax in (acc_ax, cost_ax):
+        _epoch_axis(ax)
+    if acc_ax.get_legend_handles_labels()[0]:
+        acc_ax.legend(loc="lower right", fontsize=8 if len(curves) > 6 else 9,
+                      ncol=2 if len(curves) > 10 else 1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(curves: list[tuple[str, list[list[dict]]]], out: str | Path) -> Path:
+    return _save(comparison_figure(curves), out)
+
+
+# --- tile grids -------------------------------------------------------------------------------
+
+
+def grid_size(n: int, columns: int = GRID_COLUMNS) -> tuple[int, int]:
+    """(rows, columns) of a tile grid for n tiles."""
+    cols = max(1, min(n, columns))
+    return max(1, math.ceil(n / cols)), cols
+
+
+def grid_pixels(n: int, columns: int = GRID_COLUMNS) -> tuple[int, int]:
+    """(width, height) in pixels of a tile-grid figure: what tests check the PNG against."""
+    rows, cols = grid_size(n, columns)
+    return round(max(cols * TILE, MIN_GRID_WIDTH) * DPI), round((rows * TILE + TITLE_BAND) * DPI)
+
+
+def _tile_grid(n: int, title: str, columns: int = GRID_COLUMNS):
+    rows, cols = grid_size(n, columns)
+    fig = _new((max(cols * TILE, MIN_GRID_WIDTH), rows * TILE + TITLE_BAND))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - TITLE_BAND / (rows * TILE + TITLE_BAND),
+                        wspace=0.08, hspace=0.08)
+    return fig, axes
+
+
+def errors_figure(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, title: str,
+                  limit: int = 100) -> Figure:
+    """The misclassified digits as in Nielsen's chapter 6: true label at the top right of each
+    digit, the network's answer at the bottom right. `images` are (N, 1, 28, 28) or (N, 28, 28)."""
+    shown = min(len(images), limit)
+    if shown == 0:
+        raise UserError("no misclassified test images: nothing to draw")
+    if shown < len(images):
+        title += f" (first {shown} of {len(images)})"
+    fig, axes = _tile_grid(shown, title)
+    for ax, image, t, p in zip(axes, images[:shown], true, predicted):
+        ax.imshow(np.asarray(image).reshape(image.shape[-2:]), cmap="Greys", vmin=0, vmax=1)
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(0.97, 0.97, str(t), transform=ax.transAxes, ha="right", va="top", color="tab:blue",
+                fontsize=10, fontweight="bold")
+        ax.text(0.97, 0.03, str(p), transform=ax.transAxes, ha="right", va="bottom", color="tab:red",
+                fontsize=10, fontweight="bold")
+    return fig
+
+
+def plot_errors(images, true, predicted, out: str | Path, title: str, limit: int = 100) -> Path:
+    return _save(errors_figure(images, true, predicted, title, limit), out)
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+def conv_weights(path: str | Path, layer: int | None = None, checkpoint: str = "best") -> tuple[int, np.ndarray]:
+    """(layer index, weights (filters, channels, k, k)) of a run's conv layer.
+
+    The default is the first conv layer: the one whose filters look like strokes and blobs.
+    Pointing at any other kind of layer is a UserError naming the layers there are.
+    """
+    run = Run.open(path)
+    layers = run.read_config().get("model", {}).get("layers") or []
+    kinds = ", ".join(f"{i}: {l.get('type')}" for i, l in enumerate(layers))
+    conv = [i for i, l in enumerate(layers) if l.get("type") == "conv"]
+    if layer is None:
+        if not conv:
+            raise UserError(f"{run.path} has no conv layer (layers {kinds})")
+        layer = conv[0]
+    elif not 0 <= layer < len(layers):
+        raise UserError(f"--layer {layer}: {run.path} has layers 0..{len(layers) - 1} ({kinds})")
+    elif layer not in conv:
+        raise UserError(f"--layer {layer} is a {layers[layer].get('type')} layer, not conv "
+                        f"(layers {kinds})")
+    params, _, _ = run.load_checkpoint(checkpoint)
+    weights = params.get(f"{layer}.w")
+    if weights is None or weights.ndim != 4:
+        raise UserError(f"the {checkpoint} checkpoint of {run.path} has no conv weights for layer {layer}")
+    return layer, weights
+
+
+def filters_figure(weights: np.ndarray, title: str, channel: int | None = None) -> Figure:
+    """One tile per filter: input channel `channel`, or the mean over channels (None).
+
+    Each tile is normalised to its own min..max: filters differ in scale, and one strong
+    filter would otherwise wash out the rest. Dark is positive, as in the book's figures.
+    """
+    if channel is not None and not 0 <= channel < weights.shape[1]:
+        raise UserError(f"channel {channel}: the layer has {weights.shape[1]} input channels")
+    tiles = weights.mean(axis=1) if channel is None else weights[:, channel]  # (filters, k, k)
+    fig, axes = _tile_grid(len(tiles), title)
+    for ax, tile in zip(axes, tiles):
+        low, high = float(tile.min()), float(tile.max())
+        ax.imshow(tile, cmap="Greys", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def plot_filters(path: str | Path, layer: int | None = None, out: str | Path | None = None,
+                 checkpoint: str = "best", channel: int | None = None) -> Path:
+    """The filters of a run's conv layer as `RUN/filters-layer<N>.png` (or `out`)."""
+    index, weights = conv_weights(path, layer, checkpoint)
+    f, c, k, _ = weights.shape
+    which = "mean over channels" if channel is None and c > 1 else f"channel {channel or 0}"
+    title = f"{Path(path).name}\nlayer {index}: {f} filters {k}x{k} ({which})"
+    return _save(filters_figure(weights, title, channel), out or Path(path) / f"filters-layer{index}.png")

@@ -1,0 +1,158 @@
+"""Which runs a command is about, and what each one says about itself.
+
+`nnexp compare` and `nnexp ensemble` take run directories, globs, or directories holding
+runs; `find_run_dirs` turns those into run directories. `read_run` reads one into a
+`RunRecord` without trusting it to be finished: a run still training, interrupted, diverged
+or without a summary yet is a record with that status (its numbers recomputed from
+metrics.jsonl where needed); only a damaged directory is an error, which `load_runs` turns
+into a one-line warning so one bad directory does not hide the rest.
+
+Non-goals: writing anything (that is `runs.Run`), reading checkpoints (`evaluate`).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnexp.errors import RunDirError, UserError
+from nnexp.runs import Run
+
+METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
+
+
+@dataclass
+class RunRecord:
+    """What compare knows about one run directory."""
+
+    run: Run
+    config: dict  # as written in config.yaml: already resolved when the run started
+    flat: dict[str, Any]
+    summary: dict | None
+    metrics: list[dict]
+    status: str
+    values: dict[str, float | int | None]  # one per METRICS
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists as dotted keys: ``{"model.layers.2.units": 100, ...}``.
+
+    List items are addressed by index, as `--set` addresses them, so two layer lists of
+    different lengths differ exactly in the keys of the extra layers.
+    """
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+    if items is None or not value:  # a leaf, or an empty container (kept, so it can differ)
+        return {prefix: value} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, sub in items:
+        out.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _values_from_metrics(metrics: list[dict]) -> dict:
+    """Best epoch etc. recomputed from metrics.jsonl, for runs with no summary.json yet.
+    Same rule as the training loop: ties in validation accuracy go to the later epoch."""
+    best = None
+    for record in metrics:
+        acc = record.get("validation_accuracy")
+        if isinstance(acc, (int, float)) and math.isfinite(acc) and (best is None or acc >= best["validation_accuracy"]):
+            best = record
+    return {
+        "epochs_run": len(metrics),
+        "best_epoch": best.get("epoch") if best else None,
+        "best_validation_accuracy": best["validation_accuracy"] if best else None,
+        "test_accuracy": best.get("test_accuracy") if best else None,
+        "wall_time_s": round(sum(r.get("seconds", 0.0) for r in metrics), 3) if metrics else None,
+    }
+
+
+def _number(value: Any) -> float | int | None:
+    """A finite number or None: a diverged run's NaN must not poison means and sorting."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """One run directory as a record; a damaged one is a RunDirError."""
+    run = Run.open(path)
+    config = run.read_config()
+    summary = run.read_summary()
+    if summary is not None and not isinstance(summary, dict):
+        raise RunDirError(f"{run.path / 'summary.json'} is damaged (not a JSON object)")
+    metrics = [r for r in run.read_metrics() if isinstance(r, dict)]
+    if summary is None:
+        status = "unknown" if metrics else "starting"
+        values = _values_from_metrics(metrics)
+    else:
+        status = str(summary.get("status") or "unknown")
+        fallback = _values_from_metrics(metrics)
+        values = {k: summary[k] if summary.get(k) is not None else fallback[k] for k in METRICS}
+    values = {k: _number(v) for k, v in values.items()}
+    return RunRecord(run, config, flatten(config), summary, metrics, status, values)
+
+
+_GLOB_CHARS = set("*?[")
+
+
+def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """Run directories named by paths or globs; a directory of runs expands to its runs.
+
+    Returns (paths, warnings). Paths that match nothing are warnings, not errors, so one
+    typo does not hide the other runs; finding no run at all is a UserError.
+    """
+    found: list[Path] = []
+    seen: set[Path] = set()
+    warnings: list[str] = []
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(path)
+
+    for pattern in map(str, patterns):
+        expanded = str(Path(pattern).expanduser())
+        matches = sorted(glob.glob(expanded)) if _GLOB_CHARS & set(pattern) else [expanded]
+        matches = [Path(m) for m in matches if Path(m).is_dir()]
+        if not matches:
+            warnings.append(f"no run directory matches {pattern}")
+        for path in matches:
+            if Run.is_run(path):
+                add(path)
+                continue
+            children = sorted(p for p in path.iterdir() if p.is_dir() and Run.is_run(p))
+            if not children:
+                warnings.append(f"{path} is not a run directory and holds none")
+            for child in children:
+                add(child)
+    if not found:
+        raise UserError("no run directories found in: " + ", ".join(map(str, patterns)))
+    return found, warnings
+
+
+def one_line(message: str, limit: int = 200) -> str:
+    """A message squeezed onto one line: YAML errors come with multi-line caret diagrams."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_runs(patterns: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run the patterns name, plus a warning per damaged or missing one."""
+    paths, warnings = find_run_dirs(patterns)
+    records = []
+    for path in paths:
+        try:
+            records.append(read_run(path))
+        except RunDirError as exc:
+            warnings.append(f"skipped {path}: {one_line(str(exc))}")
+    if not records:
+        raise UserError("no readable run directories: " + "; ".join(warnings))
+    return records, warnings

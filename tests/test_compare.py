@@ -1,0 +1,308 @@
+"""`nnexp compare` on synthetic run directories: finding runs, differing keys, seed groups,
+sorting, incomplete and damaged runs, and every output format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+from runfactory import make_run
+from typer.testing import CliRunner
+
+from nnexp import compare as cmp
+from nnexp.cli import app
+from nnexp.errors import UserError
+from nnexp.runset import find_run_dirs, flatten, load_runs, read_run
+
+DEEP = [{"type": "dense", "units": 100}, {"type": "dense", "units": 30}, {"type": "softmax", "units": 10}]
+
+
+def build(tmp_path, group=True, sort="test_accuracy", descending=None):
+    comparison, warnings = cmp.compare([tmp_path], sort=sort, descending=descending, group=group)
+    return comparison, warnings
+
+
+def labels(comparison):
+    return [row.label for row in comparison.rows]
+
+
+# --- flattening and differing keys ------------------------------------------------------------
+
+
+def test_flatten_uses_dotted_keys_with_list_indices():
+    flat = flatten({"model": {"layers": [{"type": "dense", "units": 30}]}, "training": {"eta": 0.1},
+                    "data": {"augment": None}, "empty": []})
+    assert flat == {"model.layers.0.type": "dense", "model.layers.0.units": 30, "training.eta": 0.1,
+                    "data.augment": None, "empty": []}
+
+
+def test_differing_keys_nested_values_and_layer_lists_of_different_length():
+    a = flatten({"name": "a", "training": {"eta": 0.1, "epochs": 5},
+                 "model": {"layers": [{"type": "dense", "units": 30}, {"type": "softmax", "units": 10}]},
+                 "seed": 1})
+    b = flatten({"name": "b", "training": {"eta": 0.5, "epochs": 5},
+                 "model": {"layers": [{"type": "dense", "units": 30}, {"type": "dense", "units": 20},
+                                      {"type": "softmax", "units": 10}]},
+                 "seed": 1})
+    keys = cmp.differing_keys([a, b])
+    assert keys == ["training.eta", "model.layers.1.type", "model.layers.1.units",
+                    "model.layers.2.type", "model.layers.2.units"]  # name ignored; extra layer kept in order
+
+
+def test_differing_keys_of_identical_configs_is_empty(tmp_path):
+    make_run(tmp_path, "first", seed=3)
+    make_run(tmp_path, "second", seed=3)  # only `name` differs
+    comparison, _ = build(tmp_path, group=False)
+    assert comparison.keys == []
+    headers, _ = cmp.human_table(comparison)
+    assert not any("." in h for h in headers)
+
+
+def test_real_runs_with_different_layers_show_missing_keys_as_dash(tmp_path):
+    make_run(tmp_path, "shallow")
+    make_run(tmp_path, "deep", layers=DEEP, sets={"training.eta": 0.5})
+    comparison, _ = build(tmp_path, sort="name")
+    assert "training.eta" in comparison.keys and "model.layers.2.units" in comparison.keys
+    headers, cells = cmp.human_table(comparison)
+    shallow = cells[labels(comparison).index(next(l for l in labels(comparison) if l.startswith("shallow")))]
+    assert shallow[headers.index("model.layers.2.units")] == "-"
+    assert shallow[headers.index("training.eta")] == "0.1"
+
+
+# --- grouping ---------------------------------------------------------------------------------
+
+
+def make_seed_group(tmp_path):
+    for seed, acc in [(1, 0.970), (2, 0.975), (3, 0.972)]:
+        make_run(tmp_path, "shallow", seed=seed, val=[0.9, acc], test=[0.89, acc - 0.01], wall_time_s=10.0 * seed)
+
+
+def test_seed_group_statistics_by_hand(tmp_path):
+    make_seed_group(tmp_path)
+    comparison, _ = build(tmp_path)
+    assert len(comparison.rows) == 1 and comparison.keys == []  # seed is not a column when grouping
+    row = comparison.rows[0]
+    test = row.stat("test_accuracy")
+    # values 0.960, 0.965, 0.962: mean 0.962333..., deviations -2.333e-3, +2.667e-3, -0.333e-3
+    assert test.n == 3
+    assert test.mean == pytest.approx(0.9623333333)
+    assert test.std == pytest.approx(math.sqrt((2.3333e-3 ** 2 + 2.6667e-3 ** 2 + 0.3333e-3 ** 2) / 2), rel=1e-3)
+    assert (test.min, test.max) == (pytest.approx(0.960), pytest.approx(0.965))
+    wall = row.stat("wall_time_s")
+    assert (wall.mean, wall.std) == (pytest.approx(20.0), pytest.approx(10.0))  # 10, 20, 30: sample std 10
+    assert row.seeds == [1, 2, 3] and row.label == "shallow [seeds 1, 2, 3]"
+    headers, cells = cmp.human_table(comparison)
+    assert cells[0][headers.index("n")] == "3"
+    assert cells[0][headers.index("test %")] == "96.23"
+    assert cells[0][headers.index("test min")] == "96.00" and cells[0][headers.index("test max")] == "96.50"
+
+
+def test_single_run_group_shows_std_as_dash(tmp_path):
+    make_seed_group(tmp_path)
+    make_run(tmp_path, "other", sets={"training.eta": 0.5}, val=[0.9, 0.91])
+    comparison, _ = build(tmp_path)
+    row = next(r for r in comparison.rows if not r.grouped)
+    assert row.stat("test_accuracy").std is None and row.stat("test_accuracy").n == 1
+    headers, cells = cmp.human_table(comparison)
+    line = cells[comparison.rows.index(row)]
+    assert line[headers.index("±")] == "-"
+    assert cmp.machine_row(row, comparison)["test_accuracy_std"] is None
+
+
+def test_no_group_lists_seeds_separately_with_seed_column(tmp_path):
+    make_seed_group(tmp_path)
+    comparison, _ = build(tmp_path, group=False)
+    assert len(comparison.rows) == 3 and comparison.keys == ["seed"]
+    assert "test_accuracy_std" not in cmp.machine_row(comparison.rows[0], comparison)
+
+
+def test_runs_of_different_status_are_not_pooled(tmp_path):
+    make_seed_group(tmp_path)
+    make_run(tmp_path, "shallow", seed=4, val=[0.5], status="running")
+    comparison, _ = build(tmp_path)
+    assert sorted(len(r.runs) for r in comparison.rows) == [1, 3]
+
+
+# --- sorting ----------------------------------------------------------------------------------
+
+
+def make_three(tmp_path):
+    make_run(tmp_path, "a", sets={"training.eta": 0.5}, val=[0.95], test=[0.94], wall_time_s=30)
+    make_run(tmp_path, "b", sets={"training.eta": 0.1}, val=[0.97], test=[0.96], wall_time_s=10)
+    make_run(tmp_path, "c", sets={"training.eta": 1.0}, val=[0.96], test=[0.92], wall_time_s=20)
+
+
+def test_default_sort_is_test_accuracy_descending(tmp_path):
+    make_three(tmp_path)
+    comparison, _ = build(tmp_path)
+    assert [l[0] for l in labels(comparison)] == ["b", "a", "c"]
+
+
+@pytest.mark.parametrize("key, descending, expected", [
+    ("test_accuracy", False, "cab"),
+    ("training.eta", None, "bac"),  # ascending for non-accuracies
+    ("training.eta", True, "cab"),
+    ("wall_time_s", None, "bca"),
+    ("best_validation_accuracy", None, "bca"),
+    ("name", True, "cba"),
+])
+def test_sort_by_key_and_direction(tmp_path, key, descending, expected):
+    make_three(tmp_path)
+    comparison, _ = build(tmp_path, sort=key, descending=descending)
+    assert "".join(l[0] for l in labels(comparison)) == expected
+
+
+def test_runs_without_a_value_sort_last_in_both_directions(tmp_path):
+    make_three(tmp_path)
+    make_run(tmp_path, "z", val=[], status=None)
+    for descending in (True, False):
+        comparison, _ = build(tmp_path, descending=descending)
+        assert labels(comparison)[-1].startswith("z")
+
+
+def test_unknown_sort_key_lists_valid_keys(tmp_path):
+    make_three(tmp_path)
+    with pytest.raises(UserError, match="unknown sort key 'nope'; valid: name, status.*training.eta"):
+        build(tmp_path, sort="nope")
+
+
+# --- incomplete and damaged runs --------------------------------------------------------------
+
+
+def test_incomplete_runs_are_listed_with_their_status(tmp_path):
+    for status in ("running", "interrupted", "diverged", "failed"):
+        make_run(tmp_path, status, val=[0.8, 0.85], status=status)
+    make_run(tmp_path, "nosummary", val=[0.8, 0.9, 0.9], status=None)
+    make_run(tmp_path, "starting", val=[], status=None)
+    make_run(tmp_path, "empty", val=[], status="running")
+    comparison, warnings = build(tmp_path, sort="name", group=False)
+    status = {row.label.rsplit("-", 2)[0]: row.status for row in comparison.rows}
+    assert status == {"diverged": "diverged", "empty": "running", "failed": "failed",
+                      "interrupted": "interrupted", "nosummary": "unknown", "running": "running",
+                      "starting": "starting"}
+    assert warnings == []
+    nosummary = next(r for r in comparison.rows if r.label.startswith("nosummary")).runs[0]
+    # recomputed from metrics.jsonl: ties go to the later epoch, as in training
+    assert nosummary.values["best_epoch"] == 3 and nosummary.values["epochs_run"] == 3
+    assert nosummary.values["test_accuracy"] == pytest.approx(0.89)
+    for fmt in cmp.FORMATS:
+        cmp.render(comparison, fmt)
+
+
+def test_diverged_run_with_nan_accuracy_does_not_break_anything(tmp_path):
+    make_run(tmp_path, "ok", val=[0.9])
+    make_run(tmp_path, "nan", val=[0.5, float("nan")], status="diverged")
+    comparison, _ = build(tmp_path)
+    record = read_run(comparison.rows[-1].runs[0].run.path)
+    assert record.values["best_epoch"] == 1
+    json.loads(cmp.to_json(comparison))
+
+
+def test_damaged_run_dirs_are_skipped_with_a_one_line_warning(tmp_path):
+    make_run(tmp_path, "good")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("[: not yaml\n  - oops")
+    bad_summary = make_run(tmp_path, "badsummary")
+    (bad_summary.path / "summary.json").write_text("{truncated")
+    records, warnings = load_runs([tmp_path])
+    assert [r.name[:4] for r in records] == ["good"]
+    assert len(warnings) == 2 and all("\n" not in w and w.startswith("skipped") for w in warnings)
+
+
+# --- finding runs -----------------------------------------------------------------------------
+
+
+def test_globs_parent_dirs_and_duplicates(tmp_path):
+    a = make_run(tmp_path / "runs", "alpha")
+    b = make_run(tmp_path / "runs", "beta")
+    found, warnings = find_run_dirs([str(tmp_path / "runs" / "alpha-*"), a.path])
+    assert found == [a.path] and warnings == []
+    found, _ = find_run_dirs([tmp_path / "runs"])
+    assert sorted(found) == sorted([a.path, b.path])
+    found, warnings = find_run_dirs([tmp_path / "runs", tmp_path / "missing", str(tmp_path / "x*")])
+    assert len(found) == 2 and len(warnings) == 2
+
+
+def test_nothing_found_is_a_user_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no run directories found"):
+        find_run_dirs([tmp_path / "empty", str(tmp_path / "nope*")])
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+
+def make_mixed(tmp_path):
+    make_seed_group(tmp_path)
+    make_run(tmp_path, "deep", layers=DEEP, val=[0.95, 0.98], test=[0.94, 0.978])
+    make_run(tmp_path, "running", sets={"training.eta": 0.5}, val=[0.6], status="running")
+    make_run(tmp_path, "starting", sets={"training.eta": 0.7}, val=[], status=None)
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_csv_parses_back_to_the_same_numbers(tmp_path, group):
+    make_mixed(tmp_path)
+    comparison, _ = build(tmp_path, group=group)
+    expected = [cmp.machine_row(row, comparison) for row in comparison.rows]
+    parsed = list(csv.DictReader(io.StringIO(cmp.to_csv(comparison))))
+    assert len(parsed) == len(expected)
+    for got, want in zip(parsed, expected):
+        assert list(got) == list(want)
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert float(got[key]) == value, key  # exact: written with repr
+            elif value is None:
+                assert got[key] == ""
+        assert got["test_accuracy"] == "" or 0 <= float(got["test_accuracy"]) <= 1  # fractions
+
+
+def test_json_parses_back_to_the_same_rows(tmp_path):
+    make_mixed(tmp_path)
+    comparison, _ = build(tmp_path)
+    parsed = json.loads(cmp.to_json(comparison))
+    assert parsed == [cmp.machine_row(row, comparison) for row in comparison.rows]
+    group = next(r for r in parsed if r["n"] == 3)
+    assert group["seeds"] == [1, 2, 3] and group["test_accuracy_max"] == pytest.approx(0.965)
+
+
+def test_markdown_and_rich_table_have_one_line_per_row(tmp_path):
+    make_mixed(tmp_path)
+    comparison, _ = build(tmp_path)
+    lines = cmp.markdown(comparison).splitlines()
+    assert len(lines) == 2 + len(comparison.rows)
+    assert lines[0].startswith("| run | n | status | backend/device |")
+    assert "96.23" in cmp.markdown(comparison)  # percentages, 2 decimals
+    table = cmp.render(comparison, "table")
+    assert table.row_count == len(comparison.rows)
+    assert len(table.columns) == len(cmp.human_table(comparison)[0])
+
+
+def test_unknown_format_is_a_user_error(tmp_path):
+    make_run(tmp_path, "a")
+    comparison, _ = build(tmp_path)
+    with pytest.raises(UserError, match="unknown format 'xml'; valid: table, markdown, csv, json"):
+        cmp.render(comparison, "xml")
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_cli_compare_prints_tables_and_maps_errors(tmp_path):
+    make_mixed(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "shallow [seeds 1, 2, 3]" in result.stdout and "96.23" in result.stdout
+    result = runner.invoke(app, ["compare", str(tmp_path / "*"), "--no-group", "--format", "json",
+                                 "--sort", "training.eta", "--desc"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert len(rows) == 6 and rows[0]["training.eta"] == 0.7
+    result = runner.invoke(app, ["compare", str(tmp_path), "--sort", "bogus"])
+    assert result.exit_code == 2 and "unknown sort key" in result.output
+    result = runner.invoke(app, ["compare", str(tmp_path / "nothing-here")])
+    assert result.exit_code == 2 and "no run directories found" in result.output

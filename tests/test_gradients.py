@@ -1,0 +1,137 @@
+"""The NumPy backend's backward passes against centred finite differences, in float64.
+
+One table of small networks covers every layer type (first and later positions, since the
+first layer skips its input gradient), every activation, every cost with its output layer,
+both L2 forms and dropout with a fixed mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnexp import backends
+from nnexp.backends import Objective
+from nnexp.config import _check_layers
+from nnexp.gradcheck import TOLERANCE, check_model, gradcheck
+from nnexp.network import build_spec, init_params, l2_coefficient
+
+from conftest import make_config
+
+SHAPE = (1, 10, 10)
+
+
+def dense(units, activation="sigmoid", dropout=0.0):
+    return {"type": "dense", "units": units, "activation": activation, "dropout": dropout}
+
+
+def conv(filters, size, pool=1, activation="sigmoid"):
+    return {"type": "conv", "filters": filters, "size": size, "pool": pool, "activation": activation}
+
+
+def softmax(units=4, dropout=0.0):
+    return {"type": "softmax", "units": units, "dropout": dropout}
+
+
+CASES = {
+    **{f"dense-{act}": ([dense(6, act), softmax()], "log-likelihood", 0.0)
+       for act in ("sigmoid", "tanh", "relu", "linear")},
+    "cross-entropy": ([dense(6), dense(4, "sigmoid")], "cross-entropy", 0.0),
+    **{f"quadratic-{act}": ([dense(6, "tanh"), dense(4, act)], "quadratic", 0.0)
+       for act in ("sigmoid", "tanh", "linear", "relu")},
+    "conv-first": ([conv(3, 3), softmax()], "log-likelihood", 0.0),
+    "conv-pool-first": ([conv(3, 3, pool=2, activation="relu"), softmax()], "log-likelihood", 0.0),
+    **{f"conv-pool-second-{act}": ([conv(2, 3), conv(3, 3, pool=2, activation=act), dense(5, "relu"),
+                                    softmax()], "log-likelihood", 0.0)
+       for act in ("sigmoid", "tanh", "relu", "linear")},
+    "separate-pool": ([conv(3, 3, activation="tanh"), {"type": "pool", "size": 2}, softmax()],
+                      "log-likelihood", 0.0),
+    "pool-first": ([{"type": "pool", "size": 2}, dense(5), softmax()], "log-likelihood", 0.0),
+    "l2": ([conv(2, 3, pool=2), dense(5), softmax()], "log-likelihood", 0.7),
+    "dropout": ([conv(2, 3, pool=2, activation="relu"), dense(6, "relu", dropout=0.5),
+                 softmax(dropout=0.3)], "log-likelihood", 0.2),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backward_matches_finite_differences(case):
+    layers, cost, l2 = CASES[case]
+    spec = build_spec(_check_layers(layers), SHAPE)
+    rng = np.random.default_rng(7)
+    params = init_params(spec, "network2", rng)
+    model = backends.get("numpy").build(spec, params, Objective(cost, l2), dtype="float64")
+    x = rng.random((3, *SHAPE))
+    y = rng.integers(0, spec.num_classes, size=3)
+    results = check_model(model, params, x, y, rng, max_entries=None)
+    worst = {r.name: r.worst_relative_error for r in results}
+    assert set(worst) == set(spec.param_shapes())
+    assert max(worst.values()) < TOLERANCE, worst
+
+
+def test_check_catches_a_wrong_gradient(monkeypatch):
+    """The checker itself must fail when backward is wrong (here: the bias gradient doubled)."""
+    from nnexp.backends.numpy import layers
+
+    spec = build_spec(_check_layers([dense(5), softmax()]), SHAPE)
+    rng = np.random.default_rng(0)
+    params = init_params(spec, "network2", rng)
+    model = backends.get("numpy").build(spec, params, Objective("log-likelihood"), dtype="float64")
+    original = layers.Dense.backward_z
+
+    def doubled(self, dz):
+        out = original(self, dz)
+        self.grads["b"] = 2 * self.grads["b"]
+        return out
+
+    monkeypatch.setattr(layers.Dense, "backward_z", doubled)
+    results = check_model(model, params, rng.random((3, *SHAPE)), np.array([0, 1, 2]), rng)
+    assert not all(r.ok for r in results)
+
+
+def test_dropout_masks_are_fixed_by_seed_and_differ_between_seeds():
+    spec = build_spec(_check_layers([dense(20, dropout=0.5), softmax()]), SHAPE)
+    params = init_params(spec, "network2", np.random.default_rng(0))
+    model = backends.get("numpy").build(spec, params, Objective("log-likelihood"), dtype="float64")
+    x, y = np.random.default_rng(1).random((4, *SHAPE)), np.array([0, 1, 2, 3])
+    assert model.loss_and_grads(x, y, 5)[0] == model.loss_and_grads(x, y, 5)[0]
+    assert model.loss_and_grads(x, y, 5)[0] != model.loss_and_grads(x, y, 6)[0]
+
+
+def test_inference_dropout_scales_the_input_by_keep_probability():
+    """network3's form: inference computes (1-p)·xW + b, not inverted dropout."""
+    spec = build_spec(_check_layers([softmax(4, dropout=0.25)]), SHAPE)
+    params = init_params(spec, "network2", np.random.default_rng(0))
+    model = backends.get("numpy").build(spec, params, Objective("log-likelihood"), dtype="float64")
+    x = np.random.default_rng(1).random((2, *SHAPE))
+    z = 0.75 * x.reshape(2, -1) @ params["0.w"] + params["0.b"]
+    expected = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(model.predict(x), expected / expected.sum(1, keepdims=True), rtol=1e-12)
+
+
+def test_max_pool_ties_send_the_gradient_to_one_input():
+    """A blank image convolves to the bias everywhere, so every pool window is a 4-way tie.
+    Each window's gradient must reach exactly one position (as in torch), not all four."""
+    from nnexp.backends.numpy.layers import Conv
+
+    spec = build_spec(_check_layers([conv(2, 3, pool=2, activation="linear"), softmax(2)]), SHAPE)
+    layer = Conv(spec.layers[0], need_dx=True)
+    layer.params = {"w": np.ones((3 * 3 * 1, 2)), "b": np.array([0.5, -1.0])}
+    a = layer.forward(np.zeros((1, 10, 10, 1)), train=True)  # (1, 4, 4, 2): conv 8x8, pooled
+    assert np.all(a == layer.params["b"])
+    layer.backward_z(np.ones_like(a))
+    np.testing.assert_array_equal(layer.grads["b"], [16.0, 16.0])  # 16 windows, once each
+    assert layer.mask.sum(axis=0).max() == 1 and layer.mask[0].all()  # the first offset wins
+
+
+@pytest.mark.parametrize("form,expected", [("network2", 5.0 / 50_000), ("network3", 0.1 * 10 / 50_000)])
+def test_l2_coefficient_forms(form, expected):
+    lmbda = 5.0 if form == "network2" else 0.1
+    assert l2_coefficient(form, lmbda, 50_000, 10) == pytest.approx(expected)
+
+
+def test_gradcheck_entry_point_on_the_chapter6_architecture():
+    cfg = make_config([conv(20, 5, 2, "relu"), conv(40, 5, 2, "relu"), dense(100, "relu"), softmax(10)],
+                      model={"init": "network3"})
+    spec, results = gradcheck(cfg, examples=2, max_entries=8)
+    assert [r.name for r in results] == list(spec.param_shapes())
+    assert all(r.ok for r in results), [(r.name, r.worst_relative_error) for r in results]
