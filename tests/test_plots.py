@@ -68,10 +68,20 @@ def test_comparison_plot_uses_training_cost_when_every_run_monitored_it(tmp_path
 def test_errors_grid_puts_true_label_top_right_and_answer_bottom_right():
     images = np.random.default_rng(0).random((23, 1, 28, 28))
     true, predicted = np.arange(23) % 10, (np.arange(23) + 1) % 10
-    fig = plots.errors_figure(images, true, predicted, "errors")
-    first = fig.axes[0]
-    texts = {(t.get_text(), t.get_verticalalignment()) for t in first.texts}
-    assert texts == {("0", "top"), ("1", "bottom")}  # true at the top right, answer at the bottom right
+    ax = plots.errors_figure(images, true, predicted, "errors").axes[0]
+    (t, p), gap = ax.texts[:2], plots.mosaic(images[:, 0])[1]
+    assert (t.get_text(), t.get_verticalalignment(), p.get_text(), p.get_verticalalignment()) == \
+        ("0", "top", "1", "bottom")
+    assert t.get_position()[1] < gap + 14 < p.get_position()[1]  # top half, bottom half (y points down)
+    assert t.get_position()[0] > gap + 14 and p.get_position()[0] > gap + 14  # right half
+    assert len(ax.texts) == 2 * 23
+
+
+def test_mosaic_lays_tiles_out_in_rows_of_ten():
+    tiles = np.arange(12, dtype=float).reshape(12, 1, 1) / 12
+    image, gap = plots.mosaic(tiles)
+    assert image.shape == (2 * (1 + gap) + gap, 10 * (1 + gap) + gap)
+    assert image[gap, gap] == 0 and image[gap + 1 + gap, gap + 1 + gap] == pytest.approx(11 / 12)
 
 
 def test_plot_errors_writes_png_of_grid_size(tmp_path):
@@ -101,11 +111,14 @@ def test_filters_of_a_non_conv_layer_name_the_layer_types(tmp_path):
 
 
 def test_filters_are_normalised_per_filter():
-    weights = np.stack([np.full((1, 3, 3), 1.0), np.full((1, 3, 3), 100.0)])
-    weights[0, 0, 0, 0], weights[1, 0, 0, 0] = 0.0, 0.0
-    fig = plots.filters_figure(weights, "t")
-    limits = [ax.get_images()[0].get_clim() for ax in fig.axes[:2]]
-    assert limits == [(0.0, 1.0), (0.0, 100.0)]
+    weights = np.stack([np.full((3, 3), 1.0), np.full((3, 3), 100.0), np.full((3, 3), -5.0)])
+    weights[0, 0, 0], weights[1, 0, 0] = 0.0, 50.0
+    tiles = plots.normalise_tiles(weights)
+    assert tiles[0, 0, 0] == 0 and tiles[0, 1, 1] == 1  # 0..1 scaled to 0..1
+    assert tiles[1, 0, 0] == 0 and tiles[1, 1, 1] == 1  # 50..100 scaled to 0..1 as well
+    assert np.all(tiles[2] == 0)  # a constant filter does not divide by zero
+    fig = plots.filters_figure(weights[:, None], "t")
+    assert fig.axes[0].get_images()[0].get_array().max() <= 1
 
 
 def test_cli_plot_and_filters_print_the_png_path(tmp_path):

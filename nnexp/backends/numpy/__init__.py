@@ -92,6 +92,7 @@ class NumpyModel(Model):
             else:
                 w -= eta * g
 
+    @np.errstate(over="ignore", invalid="ignore")  # a diverging run is reported by the loop
     def train_epoch(self, x: np.ndarray, y: np.ndarray, batches: np.ndarray, eta: float,
                     progress: Progress | None = None) -> None:
         for i, idx in enumerate(batches):
@@ -131,9 +132,11 @@ class NumpyModel(Model):
             a = self._forward(x[start:start + EVAL_CHUNK], train=False)
             yield self.layers[-1].z, a
 
+    @np.errstate(over="ignore", invalid="ignore")
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([a.astype(np.float64) for _, a in self._chunks(x)])
 
+    @np.errstate(over="ignore", invalid="ignore")
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         total_cost, correct, start = 0.0, 0, 0
         for z, a in self._chunks(x):
