@@ -59,6 +59,10 @@ def command(*args, **kwargs):
             except KeyboardInterrupt:
                 err.print("interrupted")
                 raise typer.Exit(130) from None
+            except OSError as exc:  # the environment failed us (disk full, permissions)
+                where = f": {exc.filename}" if exc.filename else ""
+                err.print(f"[bold red]error:[/] {exc.strerror or exc}{where}", markup=True)
+                raise typer.Exit(1) from None
 
         return app.command(*args, **kwargs)(wrapper)
 
@@ -210,6 +214,34 @@ def gradcheck(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt =
         err.print(f"[red]gradients disagree (> {TOLERANCE:g}) for: {', '.join(bad)}[/]")
         raise typer.Exit(1)
     out.print(f"all {len(results)} parameters agree to {TOLERANCE:g}")
+
+
+@command("expand-mnist")
+def expand_mnist(
+    out_path: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output .npz (default: the per-user cache, where `dataset: mnist-expanded` looks).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the one shuffle (the book's was unseeded).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    rotate: Annotated[Optional[float], typer.Option(
+        help="Also add two copies rotated by +DEG and -DEG (beyond the book).")] = None,
+    elastic: Annotated[int, typer.Option(
+        help="Also add N elastic distortions per image (Simard 2003; beyond the book).")] = 0,
+    preview: Annotated[Optional[Path], typer.Option(
+        help="Write a PNG of a few originals beside their copies.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Build the book's expanded training set: each of the 50,000 training images and its four
+    one-pixel shifts, shuffled once with a fixed seed (250,000 images)."""
+    from nnexp.data.expand import build_expanded
+
+    with err.status("building the expanded training set ..."):
+        result = build_expanded(out=out_path, seed=seed, force=force, rotate_deg=rotate,
+                                elastic=elastic, data_dir=data_dir, preview=preview)
+    err.print(f"wrote {result.n_images:,} images ({', '.join(result.transforms)}) "
+              f"in {result.seconds:.1f} s")
+    if preview is not None:
+        err.print(f"preview: {preview}")
+    out.print(str(result.path))
 
 
 @command("backends")

@@ -8,6 +8,7 @@
       train.log            the plain per-epoch lines the command printed
       checkpoints/best.npz parameters at the best-validation epoch
       checkpoints/last.npz parameters + optimiser/RNG/loop state after the last epoch
+      .lock                held (flock) by the process training the run
 
 Directories are created with one atomic mkdir, so two runs started at the same moment never
 share one. Every JSON and checkpoint file is written to a temporary file and renamed, so a
@@ -17,6 +18,8 @@ crash leaves the previous version, never half of a new one. Checkpoints are plai
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -114,6 +117,39 @@ class Run:
     @staticmethod
     def is_run(path: str | os.PathLike) -> bool:
         return (Path(path) / "config.yaml").is_file()
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run for one training process. The OS drops the lock when the process
+        dies, even by SIGKILL, so a stale "running" status never blocks a resume."""
+        with open(self.path / ".lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                pid = f.read().strip() or "?"
+                raise RunDirError(f"{self.path} is being trained by another process (pid {pid})") from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield self
+            finally:
+                f.truncate(0)
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def is_locked(self) -> bool:
+        """True while some process trains this run."""
+        try:
+            with open(self.path / ".lock", "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
     # --- config, environment, summary ---------------------------------------------------------
 

@@ -136,32 +136,42 @@ def epoch_line(record: dict, epochs: int) -> str:
 
 def start(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
     """Train a new run in the (fresh) directory `run`; return its summary."""
-    seeds = Seeds.from_seed(exp.config["seed"])
-    model = build_model(exp, init_params(exp.spec, exp.config["model"]["init"], seeds.init), seeds)
     run.write_config(exp.config)
     run.write_env(environment())
     run.log(f"nnexp run {run.name}: {exp.config['name']} on {exp.backend.name}/{exp.device}, "
             f"{exp.spec.n_params:,} parameters")
     for layer in exp.spec.layers:
         run.log(f"  layer {layer.index}: {layer.describe()}")
+    with run.lock():
+        return _from_scratch(exp, run, reporter)
+
+
+def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None) -> dict:
+    seeds = Seeds.from_seed(exp.config["seed"])
+    model = build_model(exp, init_params(exp.spec, exp.config["model"]["init"], seeds.init), seeds)
     state = LoopState(eta=exp.config["training"]["eta"])
     return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
 
 
 def resume(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
-    """Continue `run` from its last completed epoch, exactly where it stopped."""
-    params, meta, arrays = run.load_checkpoint("last")
-    seeds = Seeds.from_seed(exp.config["seed"])
-    model = build_model(exp, params, seeds)
-    model.set_state({**arrays, **meta["model_state"]})
-    seeds.order.bit_generator.state = meta["order_rng"]
-    seeds.augment.bit_generator.state = meta["augment_rng"]
-    state = LoopState(**meta["loop"])
-    state.stop_reason = None
-    run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
-    run.write_env(environment())
-    run.log(f"resumed after epoch {state.epoch}")
-    return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
+    """Continue `run` from its last completed epoch, exactly where it stopped: parameters,
+    optimiser buffers, every RNG stream and the loop's counters come from last.npz."""
+    with run.lock():
+        run.write_env(environment())
+        if not run.checkpoint_path("last").exists():  # stopped before its first epoch ended
+            run.truncate_metrics(0)
+            run.log("resumed before the first epoch completed: starting over")
+            return _from_scratch(exp, run, reporter)
+        params, meta, arrays = run.load_checkpoint("last")
+        seeds = Seeds.from_seed(exp.config["seed"])
+        model = build_model(exp, params, seeds)
+        model.set_state({**arrays, **meta["model_state"]})
+        seeds.order.bit_generator.state = meta["order_rng"]
+        seeds.augment.bit_generator.state = meta["augment_rng"]
+        state = LoopState(**meta["loop"])
+        run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
+        run.log(f"resumed after epoch {state.epoch}")
+        return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -267,6 +277,12 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
     except KeyboardInterrupt:
         run.write_summary(_summary(exp, run, state, "interrupted"))
         run.log(f"interrupted during epoch {state.epoch + 1}; resume with: nnexp resume {run.path}")
+        raise
+    except RunFailed:
+        raise
+    except Exception as exc:  # a bug or an environment failure (disk full): say so on disk too
+        run.write_summary(_summary(exp, run, state, "failed"))
+        run.log(f"failed during epoch {state.epoch + 1}: {type(exc).__name__}: {exc}")
         raise
     state.stop_reason = state.stop_reason or "epochs"
     summary = _summary(exp, run, state, "completed")

@@ -23,10 +23,12 @@ its own. The graph and the per-batch loop below stay as they are.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
-from nnexp.backends.torch.model import TorchModel
+if TYPE_CHECKING:  # model.py imports this module
+    from nnexp.backends.torch.model import TorchModel
 
 WARMUP_STEPS = 3  # as the CUDA-graph docs advise: lazy init (cuBLAS handles, cuDNN plans) must precede capture
 

@@ -18,6 +18,7 @@ import torch
 
 from nnexp.backends.base import Model, Objective, Optimizer, Progress
 from nnexp.backends.torch.functional import cost_sum, forward
+from nnexp.backends.torch.graph import graphed_step
 from nnexp.network import NetworkSpec
 
 PROGRESS_EVERY = 100  # mini-batches between progress callbacks, as the NumPy backend
@@ -153,8 +154,6 @@ class TorchModel(Model):
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray, batches: np.ndarray, eta: float,
                     progress: Progress | None = None) -> None:
-        from nnexp.backends.torch.graph import graphed_step
-
         xs, ys = self.train_arrays.get(x, self.dtype), self.train_arrays.get(y, torch.int64)
         index = torch.from_numpy(np.ascontiguousarray(batches, dtype=np.int64))
         if self.device.type == "cuda":  # page-locked, so the one upload is queued, not waited for
