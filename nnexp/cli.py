@@ -184,7 +184,7 @@ def show_config(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt
     from nnexp.network import build_spec
 
     cfg = _load_config(config_path, set_, backend=backend, device=device, seed=seed)
-    out.print(dump(cfg), end="", markup=False)
+    out.print(dump(cfg).rstrip("\n"), markup=False)
     spec = build_spec(cfg["model"]["layers"])
     err.print(f"# {spec.n_params:,} parameters: " + " | ".join(l.describe() for l in spec.layers),
               markup=False)
@@ -230,8 +230,7 @@ def expand_mnist(
         help="Write a PNG of a few originals beside their copies.")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Build the book's expanded training set: each of the 50,000 training images and its four
-    one-pixel shifts, shuffled once with a fixed seed (250,000 images)."""
+    """Build the book's 250,000-image training set: each training image, its 4 one-pixel shifts, one seeded shuffle."""
     from nnexp.data.expand import build_expanded
 
     with err.status("building the expanded training set ..."):
