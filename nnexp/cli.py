@@ -110,22 +110,27 @@ class BarReporter(PlainReporter):
         self.progress.console.print(line, markup=False)
 
 
-def _run_training(step, *args) -> dict:
-    """Run `step(*args, reporter)` with a progress bar on a terminal, plain lines otherwise."""
-    if not err.is_terminal:
-        return step(*args, PlainReporter())
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("batches"), TimeRemainingColumn()]
-    with Progress(*columns, console=err, transient=True) as progress:
-        return step(*args, BarReporter(progress))
-
-
-def _report_summary(summary: dict) -> None:
+def _train_and_report(step, exp, run) -> None:
+    """Run `step(exp, run, reporter)` (start or resume) with a progress bar on a terminal and
+    plain lines otherwise; report the outcome and print the run directory."""
+    try:
+        if not err.is_terminal:
+            summary = step(exp, run, PlainReporter())
+        else:
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("batches"), TimeRemainingColumn()]
+            with Progress(*columns, console=err, transient=True) as progress:
+                summary = step(exp, run, BarReporter(progress))
+    except KeyboardInterrupt:
+        err.print(f"interrupted; everything up to the last completed epoch is saved. "
+                  f"Resume with: nnexp resume {run.path}")
+        raise typer.Exit(130) from None
     if summary.get("best_epoch"):
         err.print(f"best validation {100 * summary['best_validation_accuracy']:.2f}% at epoch "
                   f"{summary['best_epoch']}: test accuracy {100 * summary['test_accuracy']:.2f}% "
                   f"({summary['epochs_run']} epochs, {summary['stop_reason']}, "
                   f"{summary['wall_time_s']:.0f} s)")
+    out.print(str(run.path))
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -144,13 +149,7 @@ def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = Non
     run = Run.create(runs_dir, cfg["name"])
     err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "
               f"{exp.spec.n_params:,} parameters, {len(exp.dataset.train.y):,} training images)")
-    try:
-        summary = _run_training(training.start, exp, run)
-    except KeyboardInterrupt:
-        err.print(f"interrupted; the last completed epoch is saved. Resume with: nnexp resume {run.path}")
-        raise typer.Exit(130) from None
-    _report_summary(summary)
-    out.print(str(run.path))
+    _train_and_report(training.start, exp, run)
 
 
 @command()
@@ -167,13 +166,7 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None) -> None:
         out.print(str(run.path))
         return
     exp = training.prepare(config.resolve(run.read_config()), data_dir=data_dir)
-    try:
-        summary = _run_training(training.resume, exp, run)
-    except KeyboardInterrupt:
-        err.print(f"interrupted again; resume with: nnexp resume {run.path}")
-        raise typer.Exit(130) from None
-    _report_summary(summary)
-    out.print(str(run.path))
+    _train_and_report(training.resume, exp, run)
 
 
 @command("show-config")

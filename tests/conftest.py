@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
 import pytest
 
 from nnexp import config
+from nnexp.data import mnist
 
 REAL_MNIST = os.environ.get("NNEXP_DATA_DIR")
 needs_mnist = pytest.mark.skipif(not REAL_MNIST, reason="set NNEXP_DATA_DIR to the MNIST files")
@@ -50,3 +52,16 @@ def make_config(layers=None, **sections) -> dict:
         else:
             raw[key] = value
     return config.resolve(raw)
+
+
+def write_fake_mnist(directory, n_train=60, n_test=12, *, gz=True, seed=0):
+    """Valid MNIST-format IDX files of random (hence all distinct) images; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    arrays = (
+        rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, size=n_train, dtype=np.uint8),
+        rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, size=n_test, dtype=np.uint8),
+    )
+    mnist.write_mnist_files(directory, *arrays, gz=gz)
+    return arrays

@@ -20,21 +20,10 @@ from nnexp.data import DATASETS, cache_dir, load_dataset, read_idx, resolve_data
 from nnexp.data import mnist
 from nnexp.errors import DataError, UserError
 
+from conftest import write_fake_mnist
+
 REAL_DIR = os.environ.get("NNEXP_DATA_DIR")
 needs_real = pytest.mark.skipif(not REAL_DIR, reason="NNEXP_DATA_DIR not set (real MNIST files)")
-
-
-def write_fake_mnist(directory, n_train=60, n_test=12, *, gz=True, seed=0):
-    """Valid MNIST-format IDX files of random images; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    arrays = (
-        rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
-        rng.integers(0, 10, size=n_train, dtype=np.uint8),
-        rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
-        rng.integers(0, 10, size=n_test, dtype=np.uint8),
-    )
-    mnist.write_mnist_files(directory, *arrays, gz=gz)
-    return arrays
 
 
 @pytest.fixture

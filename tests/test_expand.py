@@ -24,20 +24,9 @@ from nnexp.data import (
 from nnexp.data import expand, mnist
 from nnexp.errors import ConfigError, DataError
 
+from conftest import write_fake_mnist
+
 REAL_DIR = os.environ.get("NNEXP_DATA_DIR")
-
-
-def write_fake_mnist(directory, n_train=60, n_test=12, seed=0):
-    """Valid MNIST-format IDX files of random (hence all distinct) images."""
-    rng = np.random.default_rng(seed)
-    arrays = (
-        rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
-        rng.integers(0, 10, size=n_train, dtype=np.uint8),
-        rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
-        rng.integers(0, 10, size=n_test, dtype=np.uint8),
-    )
-    mnist.write_mnist_files(directory, *arrays)
-    return arrays
 
 
 def blobs(n, seed=0):
