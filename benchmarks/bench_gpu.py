@@ -11,7 +11,7 @@ On CUDA nnexp replays its step as a CUDA graph; on the CPU it runs eagerly like 
 loop, so the CPU ratio shows what nnexp's bookkeeping costs there. Without CUDA the GPU part
 is skipped with a message. Pixels are random: speed does not depend on them.
 
-    python benchmarks/bench_gpu.py [--steps 2000] [--cpu-steps 200] [--repeats 3]
+    python benchmarks/bench_gpu.py [--steps 2000] [--cpu-steps 100] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -38,21 +38,25 @@ BATCH, ETA = 10, 0.03
 L2 = l2_coefficient("network3", 0.1, 50_000, BATCH)
 
 
-def timed(epoch, steps: int, device: str, repeats: int) -> float:
-    """Best ms/step over `repeats` epochs, after one untimed epoch (capture, caches, autotuning)."""
+def timed(epochs: dict, steps: int, device: str, repeats: int) -> dict[str, float]:
+    """Best ms/step of each contender over `repeats` epochs, after one untimed epoch each
+    (capture, caches, autotuning). Contenders alternate, so a burst of load on a shared
+    machine hits both alike; the best epoch is the one least disturbed."""
     def sync():
         if device == "cuda":
             torch.cuda.synchronize()
 
-    epoch()
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for epoch in epochs.values():
         epoch()
-        sync()
-        best = min(best, (time.perf_counter() - start) / steps)
-    return 1000 * best
+    sync()
+    best = {name: float("inf") for name in epochs}
+    for _ in range(repeats):
+        for name, epoch in epochs.items():
+            start = time.perf_counter()
+            epoch()
+            sync()
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return {name: 1000 * seconds for name, seconds in best.items()}
 
 
 def nnexp_epoch(device: str, x: np.ndarray, y: np.ndarray, index: np.ndarray):
@@ -89,16 +93,16 @@ def compare(device: str, steps: int, repeats: int) -> tuple[float, float]:
     x = rng.random((n, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, size=n)
     index = rng.permutation(n).reshape(steps, BATCH)
-    ours = timed(nnexp_epoch(device, x, y, index), steps, device, repeats)
-    plain = timed(plain_epoch(device, x, y, index), steps, device, repeats)
-    return ours, plain
+    epochs = {"nnexp": nnexp_epoch(device, x, y, index), "plain": plain_epoch(device, x, y, index)}
+    ms = timed(epochs, steps, device, repeats)
+    return ms["nnexp"], ms["plain"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="mini-batches per timed GPU epoch")
-    parser.add_argument("--cpu-steps", type=int, default=200, help="mini-batches per timed CPU epoch")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs; the best counts")
+    parser.add_argument("--cpu-steps", type=int, default=100, help="mini-batches per timed CPU epoch")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs; the best counts")
     args = parser.parse_args()
 
     print(f"conv2_relu, batch {BATCH}, float32; torch {torch.__version__}")
