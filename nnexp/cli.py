@@ -36,6 +36,9 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     help="Override a config key, e.g. --set training.epochs=1 (repeatable).")]
 BackendOpt = Annotated[Optional[str], typer.Option(help="Backend to use (same as --set backend=...).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu | cuda | auto (same as --set device=...).")]
+DeterministicOpt = Annotated[Optional[bool], typer.Option(
+    "--deterministic", help="Bit-identical results from run to run on torch (numpy always is); "
+                            "same as --set deterministic=true.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (same as --set seed=...).")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
     help="Directory holding the dataset's IDX files (default: data.path, $NNEXP_DATA_DIR, "
@@ -138,13 +141,14 @@ def _train_and_report(step, exp, run) -> None:
 
 @command()
 def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
-          device: DeviceOpt = None, seed: SeedOpt = None, data_dir: DataDirOpt = None,
-          runs_dir: RunsDirOpt = Path("runs")) -> None:
+          device: DeviceOpt = None, seed: SeedOpt = None, deterministic: DeterministicOpt = None,
+          data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Train the network a config describes; prints the new run directory."""
     from nnexp import train as training
     from nnexp.runs import Run
 
-    cfg = _load_config(config_path, set_, backend=backend, device=device, seed=seed)
+    cfg = _load_config(config_path, set_, backend=backend, device=device, seed=seed,
+                       deterministic="true" if deterministic else None)
     exp = training.prepare(cfg, data_dir=data_dir)  # all input checks happen before the run exists
     run = Run.create(runs_dir, cfg["name"])
     err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "

@@ -59,6 +59,7 @@ SCHEMA: dict[str, Any] = {
     "backend": Field(str, "numpy"),  # checked against the backend registry at build time
     "device": Field(str, "auto", choices=DEVICES),
     "dtype": Field(str, "float32", choices=DTYPES),
+    "deterministic": Field(bool, False),
     "data": {
         "dataset": Field(str, "mnist", choices=DATASETS),
         "train_size": Field(int, None, min=1, nullable=True),

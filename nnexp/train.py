@@ -114,7 +114,8 @@ def build_model(exp: Experiment, params: dict[str, np.ndarray], seeds: Seeds) ->
     n = len(exp.dataset.train.y)
     objective = Objective(tr["cost"], l2_coefficient(tr["l2"], tr["lambda"], n, tr["batch_size"]))
     return exp.backend.build(exp.spec, params, objective, Optimizer(tr["optimizer"], tr["momentum"]),
-                             dtype=exp.config["dtype"], device=exp.device, seed=seeds.dropout)
+                             dtype=exp.config["dtype"], device=exp.device, seed=seeds.dropout,
+                             deterministic=exp.config["deterministic"])
 
 
 def epoch_line(record: dict, epochs: int) -> str:

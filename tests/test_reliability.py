@@ -242,3 +242,20 @@ def test_bad_input_exits_2_with_one_line_and_leaves_no_run(tmp_path, case, monke
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+@needs_mnist
+def test_deterministic_torch_cpu_runs_are_bit_identical(tmp_path):
+    # Separate processes, since torch's deterministic mode is process-wide; one after the
+    # other, since two torch thread pools on two cores slow each other down many times over.
+    cfg = {**CONFIG, "backend": "torch", "device": "cpu",
+           "training": {**CONFIG["training"], "epochs": 2}}
+    path = write_config(tmp_path, cfg)
+    outs = []
+    for i in range(2):
+        proc = nnexp("train", path, "--deterministic", "--runs-dir", tmp_path / f"r{i}")
+        outs.append(proc.communicate(timeout=300))
+        assert proc.returncode == 0, outs[-1]
+    first, second = (Run(out.strip()) for out, _ in outs)
+    assert first.read_config()["deterministic"] is True
+    assert_same_run(first, second)

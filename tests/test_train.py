@@ -17,7 +17,7 @@ from conftest import make_config, needs_mnist
 
 pytestmark = [needs_mnist, pytest.mark.usefixtures("cached_data")]
 
-RUN_FILES = {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "train.log",
+RUN_FILES = {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "train.log", ".lock",
              "checkpoints/best.npz", "checkpoints/last.npz"}
 SUMMARY_KEYS = {"status", "best_epoch", "best_validation_accuracy", "test_accuracy", "epochs_run",
                 "wall_time_s", "backend", "device", "n_params", "seed"}

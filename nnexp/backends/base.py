@@ -95,8 +95,9 @@ class Backend(ABC):
     @abstractmethod
     def build(self, spec: NetworkSpec, params: dict[str, np.ndarray], objective: Objective,
               optimizer: Optimizer = Optimizer(), *, dtype: str = "float32", device: str = "auto",
-              seed: int = 0) -> Model:
-        """A model holding `params` (copied), ready to train. `seed` seeds dropout."""
+              seed: int = 0, deterministic: bool = False) -> Model:
+        """A model holding `params` (copied), ready to train. `seed` seeds dropout;
+        `deterministic` asks for bit-identical results from run to run, at some speed."""
 
     def resolve_device(self, device: str) -> str:
         """The concrete device `auto` means here; a device this backend cannot use is an error."""

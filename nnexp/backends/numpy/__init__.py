@@ -167,6 +167,7 @@ class NumpyBackend(Backend):
 
     def build(self, spec: NetworkSpec, params: dict[str, np.ndarray], objective: Objective,
               optimizer: Optimizer = Optimizer(), *, dtype: str = "float32", device: str = "auto",
-              seed: int = 0) -> Model:
+              seed: int = 0, deterministic: bool = False) -> Model:
+        # Always deterministic: every operation runs in a fixed order on one generator.
         self.resolve_device(device)
         return NumpyModel(spec, params, objective, optimizer, dtype, seed)

@@ -8,6 +8,8 @@ training path in `graph.py`.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from nnexp.backends.base import Backend, Model, Objective, Optimizer
@@ -54,12 +56,19 @@ class TorchBackend(Backend):
 
     def build(self, spec: NetworkSpec, params: dict[str, np.ndarray], objective: Objective,
               optimizer: Optimizer = Optimizer(), *, dtype: str = "float32", device: str = "auto",
-              seed: int = 0) -> Model:
+              seed: int = 0, deterministic: bool = False) -> Model:
         import torch
 
         from nnexp.backends.torch.model import TorchModel
 
         resolved = self.resolve_device(device)
+        if deterministic:
+            # Process-wide, as torch offers it. cuBLAS needs a fixed workspace for
+            # reproducible sums; setting it is harmless where CUDA is already initialised
+            # with one, and where it is not yet initialised it takes effect.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         if resolved == "cuda":
             # float32 means IEEE float32 on every device. cuDNN would otherwise run float32
             # convolutions in TF32 (10-bit mantissa), a silent precision change between the
