@@ -9,7 +9,7 @@ boundary is NumPy: parameters, predictions, optimiser state.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,20 @@ class Optimizer:
 
 
 Progress = Callable[[int], None]  # called with the number of mini-batches done so far
+PROGRESS_EVERY = 100  # mini-batches between progress callbacks
+
+
+def batch_numbers(num_batches: int, progress: Progress | None) -> Iterator[int]:
+    """0 .. num_batches-1, reporting progress every PROGRESS_EVERY batches and at the end.
+
+    A report comes after the batch's work: the loop asks for the next number only then.
+    """
+    for i in range(num_batches):
+        yield i
+        if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
+            progress(i + 1)
+    if progress is not None:
+        progress(num_batches)
 
 
 class Model(ABC):

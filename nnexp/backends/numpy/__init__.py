@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnexp.backends.base import Backend, Model, Objective, Optimizer, Progress
+from nnexp.backends.base import Backend, Model, Objective, Optimizer, Progress, batch_numbers
 from nnexp.backends.numpy.functional import cost_delta, cost_value
 from nnexp.backends.numpy.layers import make_layer
 from nnexp.network import NetworkSpec
 
 EVAL_CHUNK = 500  # examples per inference pass: bounds im2col memory (~64 MB for conv2)
-PROGRESS_EVERY = 100  # mini-batches between progress callbacks
 
 
 class NumpyModel(Model):
@@ -95,14 +94,11 @@ class NumpyModel(Model):
     @np.errstate(over="ignore", invalid="ignore")  # a diverging run is reported by the loop
     def train_epoch(self, x: np.ndarray, y: np.ndarray, batches: np.ndarray, eta: float,
                     progress: Progress | None = None) -> None:
-        for i, idx in enumerate(batches):
+        for i in batch_numbers(len(batches), progress):
+            idx = batches[i]
             self._forward(x[idx], train=True)
             self._backward(y[idx])
             self._step(eta)
-            if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
-                progress(i + 1)
-        if progress is not None:
-            progress(len(batches))
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray,
                        dropout_seed: int = 0) -> tuple[float, dict[str, np.ndarray]]:

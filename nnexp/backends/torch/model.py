@@ -16,12 +16,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nnexp.backends.base import Model, Objective, Optimizer, Progress
+from nnexp.backends.base import Model, Objective, Optimizer, Progress, batch_numbers
 from nnexp.backends.torch.functional import cost_sum, forward
 from nnexp.backends.torch.graph import graphed_step
 from nnexp.network import NetworkSpec
 
-PROGRESS_EVERY = 100  # mini-batches between progress callbacks, as the NumPy backend
 EVAL_CHUNK = {"cpu": 1000, "cuda": 5000}  # examples per inference pass: bounds activation memory
 
 
@@ -159,12 +158,8 @@ class TorchModel(Model):
         if self.device.type == "cuda":  # page-locked, so the one upload is queued, not waited for
             index = index.pin_memory().to(self.device, non_blocking=True)
         step = graphed_step(self, batches.shape[1]) or self._eager_step
-        for i in range(len(batches)):
+        for i in batch_numbers(len(batches), progress):
             step(xs, ys, index[i], eta)
-            if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
-                progress(i + 1)
-        if progress is not None:
-            progress(len(batches))
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray,
                        dropout_seed: int = 0) -> tuple[float, dict[str, np.ndarray]]:
