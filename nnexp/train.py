@@ -223,8 +223,6 @@ def _save_last(run: Run, model: Model, state: LoopState, seeds: Seeds) -> None:
 
 def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
           reporter: Reporter) -> dict:
-    from nnexp.data.augment import augment_epoch
-
     tr = exp.config["training"]
     eta0, patience = tr["eta"], tr["early_stopping"]["patience"]
     x, y = exp.dataset.train.x, exp.dataset.train.y
@@ -236,7 +234,7 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             epoch, started = state.epoch + 1, time.perf_counter()
             order = seeds.order.permutation(n) if tr["shuffle"] else np.arange(n)
             batches = order[: n - n % m].reshape(-1, m)  # the last partial batch is dropped
-            x_epoch = augment_epoch(x, augment, seeds.augment) if augment else x
+            x_epoch = model.augment(x, augment, seeds.augment) if augment else x
             reporter.epoch_started(epoch, len(batches))
             model.train_epoch(x_epoch, y, batches, state.eta, reporter.batches_done)
             record = {"epoch": epoch, "eta": state.eta, **_evaluate(exp, model, x)}

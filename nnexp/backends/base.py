@@ -57,7 +57,19 @@ class Model(ABC):
     @abstractmethod
     def train_epoch(self, x: np.ndarray, y: np.ndarray, batches: np.ndarray, eta: float,
                     progress: Progress | None = None) -> None:
-        """One SGD pass: ``batches`` is (num_batches, batch_size) indices into x and y."""
+        """One SGD pass: ``batches`` is (num_batches, batch_size) indices into x and y.
+        x is the training array, or what `augment` returned for this epoch."""
+
+    def augment(self, x: np.ndarray, spec: dict, rng: np.random.Generator):
+        """This epoch's randomly augmented copy of the training images (`data.augment`).
+
+        By default NumPy does it on the CPU; a backend may override this to do it where its
+        data lives (the GPU) and return its own array type, which its `train_epoch` accepts.
+        All randomness must come from `rng`: the loop saves its state for resuming.
+        """
+        from nnexp.data.augment import augment_epoch
+
+        return augment_epoch(x, spec, rng)
 
     @abstractmethod
     def predict(self, x: np.ndarray) -> np.ndarray:
