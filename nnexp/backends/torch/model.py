@@ -5,7 +5,8 @@ same objective (mean batch cost + 0.5 * l2 * sum ||W||^2), the same `_step` arit
 (g + l2 w, then sgd or momentum), dropout masks drawn per dense layer in forward order.
 What differs is where the arrays live: the training images are uploaded to the device once
 and kept (cached by array identity), each epoch's index matrix crosses once, and mini-batches
-are gathered on the device. On CUDA, `graph.py` replays the step below as a CUDA graph.
+are gathered on the device. On CUDA, `data.augment`'s per-epoch images are made there too
+(`augment.py`), and `graph.py` replays the step below as a CUDA graph.
 
 `step` updates parameters and optimiser buffers *in place*, and `set_params` / `set_state`
 copy into the existing tensors: a captured graph holds their addresses.
@@ -17,11 +18,15 @@ import numpy as np
 import torch
 
 from nnexp.backends.base import Model, Objective, Optimizer, Progress, batch_numbers
+from nnexp.backends.torch import augment
 from nnexp.backends.torch.functional import cost_sum, forward
 from nnexp.backends.torch.graph import graphed_step
 from nnexp.network import NetworkSpec
 
 EVAL_CHUNK = {"cpu": 1000, "cuda": 5000}  # examples per inference pass: bounds activation memory
+# Device types whose per-epoch augmentation runs in torch (augment.py). Not the CPU: there
+# it would save no upload, and NumPy's keeps CPU runs identical across backends. Tests add "cpu".
+AUGMENT_ON_DEVICE = {"cuda"}
 
 
 class DeviceArrays:
@@ -151,9 +156,18 @@ class TorchModel(Model):
     def _eager_step(self, xs: torch.Tensor, ys: torch.Tensor, rows: torch.Tensor, eta: float) -> None:
         self.step(xs.index_select(0, rows), ys.index_select(0, rows), eta)
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, batches: np.ndarray, eta: float,
+    def augment(self, x: np.ndarray, spec: dict, rng: np.random.Generator) -> np.ndarray | torch.Tensor:
+        """On CUDA, a device tensor (N, 1, 28, 28) made on the device from the cached upload of
+        x, so an epoch uploads nothing; elsewhere NumPy's array, as the NumPy backend makes it."""
+        if self.device.type not in AUGMENT_ON_DEVICE:
+            return super().augment(x, spec, rng)
+        return augment.augment_epoch(self.train_arrays.get(x, self.dtype), spec, rng)
+
+    def train_epoch(self, x: np.ndarray | torch.Tensor, y: np.ndarray, batches: np.ndarray, eta: float,
                     progress: Progress | None = None) -> None:
-        xs, ys = self.train_arrays.get(x, self.dtype), self.train_arrays.get(y, torch.int64)
+        """x may be `augment`'s device tensor, used as it is; a NumPy x is uploaded (cached)."""
+        xs = x if isinstance(x, torch.Tensor) else self.train_arrays.get(x, self.dtype)
+        ys = self.train_arrays.get(y, torch.int64)
         index = torch.from_numpy(np.ascontiguousarray(batches, dtype=np.int64))
         if self.device.type == "cuda":  # page-locked, so the one upload is queued, not waited for
             index = index.pin_memory().to(self.device, non_blocking=True)
