@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nnexp.config import resolve
 from nnexp.errors import RunDirError, UserError
 from nnexp.runs import Run
 
@@ -29,7 +30,7 @@ class RunRecord:
     """What compare knows about one run directory."""
 
     run: Run
-    config: dict  # as written in config.yaml: already resolved when the run started
+    config: dict  # config.yaml, resolved again: keys added to nnexp since show their defaults
     flat: dict[str, Any]
     summary: dict | None
     metrics: list[dict]
@@ -80,10 +81,20 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
+def _with_current_defaults(config: dict) -> dict:
+    """The run's config with any key added to nnexp since then filled in with its default,
+    so a new key never looks like a difference between old and new runs. A config that no
+    longer validates is compared as written."""
+    try:
+        return resolve(config)
+    except UserError:
+        return config
+
+
 def read_run(path: str | Path) -> RunRecord:
     """One run directory as a record; a damaged one is a RunDirError."""
     run = Run.open(path)
-    config = run.read_config()
+    config = _with_current_defaults(run.read_config())
     summary = run.read_summary()
     if summary is not None and not isinstance(summary, dict):
         raise RunDirError(f"{run.path / 'summary.json'} is damaged (not a JSON object)")

@@ -61,6 +61,20 @@ def test_differing_keys_of_identical_configs_is_empty(tmp_path):
     assert not any("." in h for h in headers)
 
 
+def test_a_key_added_to_nnexp_later_is_not_a_difference(tmp_path):
+    """A run written before a config key existed is compared with that key's default."""
+    import yaml
+
+    old = make_run(tmp_path, "old", seed=3)
+    make_run(tmp_path, "new", seed=3)
+    path = old.path / "config.yaml"
+    written = yaml.safe_load(path.read_text())
+    del written["deterministic"], written["training"]["shuffle"]
+    path.write_text(yaml.safe_dump(written))
+    comparison, _ = build(tmp_path, group=False)
+    assert comparison.keys == []
+
+
 def test_real_runs_with_different_layers_show_missing_keys_as_dash(tmp_path):
     make_run(tmp_path, "shallow")
     make_run(tmp_path, "deep", layers=DEEP, sets={"training.eta": 0.5})
