@@ -116,8 +116,11 @@ def run_figure(metrics: list[dict], summary: dict | None = None, title: str = ""
         if isinstance(test, (int, float)) and math.isfinite(test):
             acc_title = f"accuracy: best validation at epoch {best['epoch']}, test {100 * test:.2f}%"
             acc_ax.plot([best["epoch"]], [100 * test], marker="o", color="tab:orange")
-            acc_ax.annotate(f"test {100 * test:.2f}%", xy=(best["epoch"], 100 * test), xytext=(-6, -6),
-                            textcoords="offset points", ha="right", va="top", fontsize=9, color="tab:orange",
+            # the label goes on the roomier side of the marker
+            left_half = best["epoch"] < (metrics[0]["epoch"] + metrics[-1]["epoch"]) / 2
+            acc_ax.annotate(f"test {100 * test:.2f}%", xy=(best["epoch"], 100 * test),
+                            xytext=(6 if left_half else -6, -6), textcoords="offset points",
+                            ha="left" if left_half else "right", va="top", fontsize=9, color="tab:orange",
                             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
     cost_ax.set(title="cost", xlabel="epoch", ylabel="cost")
     acc_ax.set(title=acc_title, xlabel="epoch", ylabel="accuracy (%)")
