@@ -14,13 +14,40 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from typer.core import TyperGroup
+
 from nnexp.errors import NnexpError
+
+class OneLineErrors(TyperGroup):
+    """click's own usage errors (a bad option value, a missing argument) reported like
+    nnexp's: one line on stderr and exit code 2, instead of a usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        except typer.TyperException as exc:  # typer's (vendored) click usage errors
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `nnexp`: the help, not an error
+                out.print(ctx.get_help(), markup=False, highlight=False)
+                sys.exit(0)
+            where = f"nnexp {ctx.info_name} --help" if ctx is not None and ctx.parent else "nnexp --help"
+            err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see: {where})", markup=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="nnexp",
+    cls=OneLineErrors,
     help="Train and compare the classic networks of Nielsen's and Saitoh's books from YAML configs.",
     no_args_is_help=True,
     add_completion=False,
@@ -161,6 +188,7 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None) -> None:
     """Continue an interrupted run from its last completed epoch."""
     from nnexp import config
     from nnexp import train as training
+    from nnexp.errors import RunDirError
     from nnexp.runs import Run
 
     run = Run.open(run_dir)
@@ -169,6 +197,9 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None) -> None:
         err.print(f"{run.path} already completed ({summary.get('stop_reason')}); nothing to do")
         out.print(str(run.path))
         return
+    if summary.get("status") == "diverged":
+        raise RunDirError(f"{run.path} diverged; resuming would diverge again. Train anew "
+                          "with a smaller training.eta")
     exp = training.prepare(config.resolve(run.read_config()), data_dir=data_dir)
     _train_and_report(training.resume, exp, run)
 
@@ -189,9 +220,9 @@ def show_config(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt
 
 @command()
 def gradcheck(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
-              examples: Annotated[int, typer.Option(help="Random input images.")] = 3,
+              examples: Annotated[int, typer.Option(min=1, help="Random input images.")] = 3,
               entries: Annotated[int, typer.Option(
-                  help="Entries sampled per parameter (0 = all).")] = 30) -> None:
+                  min=0, help="Entries sampled per parameter (0 = all).")] = 30) -> None:
     """Compare the backend's gradients with centred finite differences (float64)."""
     from nnexp.gradcheck import TOLERANCE
     from nnexp.gradcheck import gradcheck as run_check

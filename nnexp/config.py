@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def _fraction() -> Field:
 
 
 SCHEMA: dict[str, Any] = {
-    "name": Field(str, None, nullable=True),
+    "name": Field(str, "run"),
     "seed": Field(int, 0, min=0),
     "backend": Field(str, "numpy"),  # checked against the backend registry at build time
     "device": Field(str, "auto", choices=DEVICES),
@@ -107,25 +108,56 @@ LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
 # Loading and overrides
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config file into a dict; any problem is a one-line ConfigError."""
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 does: ``1e-3`` is a number, not the
+    string YAML 1.1 makes of it (1.1 wants ``1.0e-3``), which is how people write eta."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_yaml_file(path: str | Path, error=ConfigError) -> dict:
+    """A YAML file whose top level is a mapping; any problem is one line, as `error`."""
     path = Path(path)
+    fail = (lambda msg: error("", msg)) if error is ConfigError else error
     if not path.is_file():
-        raise ConfigError("", f"config file not found: {path}")
+        raise fail(f"file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError("", f"{path}: YAML syntax error{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("", f"{path}: not a UTF-8 text file") from None
+        raise fail(f"{path}: YAML syntax error{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"{path}: cannot be read ({exc.__class__.__name__})") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError("", f"{path}: the top level must be a mapping of keys, not {_kind(raw)}")
-    raw.setdefault("name", path.stem)
+        raise fail(f"{path}: the top level must be a mapping of keys, not {_kind(raw)}")
+    return raw
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file into a dict; `name` defaults to the file's stem."""
+    if not Path(path).is_file():
+        raise ConfigError("", f"config file not found: {path}")
+    raw = read_yaml_file(path)
+    if raw.get("name") is None:
+        raw["name"] = Path(path).stem
     return raw
 
 
@@ -142,7 +174,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError("", f"--set expects key.path=value, got {item!r}")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError:
             raise ConfigError(key, f"--set value {text!r} is not valid YAML") from None
         parts = key.split(".")
@@ -229,6 +261,8 @@ def _check_mapping(path: str, schema: dict[str, Any], raw: Any) -> dict:
     for key, sub in schema.items():
         where = f"{path}.{key}" if path else key
         if isinstance(sub, dict):
+            if key in raw and raw[key] is None:  # `early_stopping: null` must not mean "defaults"
+                raise ConfigError(where, f"expected a mapping of {', '.join(sub)}, got null")
             out[key] = _check_mapping(where, sub, raw.get(key))
         elif key in raw:
             out[key] = _check_field(where, sub, raw[key])
@@ -250,7 +284,7 @@ def _check_layers(layers: list) -> list[dict]:
         kind = layer.get("type")
         if kind is None:
             raise ConfigError(f"{path}.type", f"is required; valid: {', '.join(LAYER_SCHEMAS)}")
-        if kind not in LAYER_SCHEMAS:
+        if not isinstance(kind, str) or kind not in LAYER_SCHEMAS:
             raise ConfigError(f"{path}.type", f"unknown layer type {kind!r}; valid: "
                               f"{', '.join(LAYER_SCHEMAS)}" + _suggest(kind, LAYER_SCHEMAS))
         body = {k: v for k, v in layer.items() if k != "type"}
@@ -259,7 +293,11 @@ def _check_layers(layers: list) -> list[dict]:
 
 
 def _check_consistency(cfg: dict) -> None:
-    """Checks across keys: the output layer must suit the cost."""
+    """Checks across keys: the output layer must suit the cost; a schedule needs a plateau rule."""
+    training = cfg["training"]
+    if training["schedule"] == "halve-on-plateau" and training["early_stopping"]["patience"] is None:
+        raise ConfigError("training.schedule", "halve-on-plateau halves eta after "
+                          "training.early_stopping.patience epochs without improvement; set a patience")
     layers = cfg["model"]["layers"]
     cost = cfg["training"]["cost"]
     for i, layer in enumerate(layers[:-1]):

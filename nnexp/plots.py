@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nnexp.errors import UserError
-from nnexp.runs import Run
+from nnexp.runs import Run, best_record
 
 DPI = 100
 RUN_SIZE = (11.0, 4.5)  # inches: 1100 x 450 px
@@ -74,20 +74,14 @@ def _marker(n: int) -> str | None:
     return "." if n < 30 else None
 
 
-def best_record(metrics: list[dict], summary: dict | None) -> dict | None:
+def _best_of_run(metrics: list[dict], summary: dict | None) -> dict | None:
     """The record of the best-validation epoch: the summary's, else recomputed (ties later)."""
     epoch = (summary or {}).get("best_epoch")
     if epoch:
         for record in metrics:
             if record.get("epoch") == epoch:
                 return record
-    best = None
-    for record in metrics:
-        acc = record.get("validation_accuracy")
-        if isinstance(acc, (int, float)) and math.isfinite(acc) and (
-                best is None or acc >= best["validation_accuracy"]):
-            best = record
-    return best
+    return best_record(metrics)
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -107,7 +101,7 @@ def run_figure(metrics: list[dict], summary: dict | None = None, title: str = ""
         epochs, acc = _series(metrics, f"{split}_accuracy")
         if len(epochs):
             acc_ax.plot(epochs, 100 * acc, color=colour, label=split, marker=_marker(len(epochs)))
-    best = best_record(metrics, summary)
+    best = _best_of_run(metrics, summary)
     acc_title = "accuracy"
     if best is not None:
         for ax in (cost_ax, acc_ax):

@@ -2,7 +2,7 @@
 
     runs/<name>-<YYYYmmdd-HHMMSS>[-N]/
       config.yaml          the resolved config (every default filled in)
-      env.json             versions, git commit + dirty flag, command line, host
+      env.json             versions, git commit + dirty flag, command line, host, data checksums
       metrics.jsonl        one JSON object per completed epoch
       summary.json         status, best epoch, accuracies, timings (rewritten every epoch)
       train.log            the plain per-epoch lines the command printed
@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import io
 import json
+import math
 import os
 import platform
 import socket
@@ -34,37 +35,49 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from nnexp.errors import RunDirError
 
 CHECKPOINT_FORMAT = 1
-STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step: readers see the old file or the new, never a
+    part. A failed write (disk full, Ctrl-C) removes its temporary file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
+def _plain(value):
+    """`value` with NumPy types made Python ones and NaN/inf made None: strict JSON that jq
+    and every other parser reads (a diverged epoch's cost is NaN)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
-def to_json(value) -> str:
-    return json.dumps(value, indent=2, default=_json_default, allow_nan=True)
+def to_json(value, indent: int | None = 2) -> str:
+    return json.dumps(_plain(value), indent=indent, allow_nan=False)
 
 
 class Run:
@@ -159,16 +172,22 @@ class Run:
         atomic_write_text(self.path / "config.yaml", dump(cfg))
 
     def read_config(self) -> dict:
-        try:
-            cfg = yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise RunDirError(f"{self.path / 'config.yaml'} cannot be read: {exc}") from None
-        if not isinstance(cfg, dict):
-            raise RunDirError(f"{self.path / 'config.yaml'} is damaged (not a mapping)")
-        return cfg
+        from nnexp.config import read_yaml_file
+
+        return read_yaml_file(self.path / "config.yaml", error=RunDirError)
 
     def write_env(self, env: dict) -> None:
         atomic_write_text(self.path / "env.json", to_json(env))
+
+    def add_resume_to_env(self, env: dict) -> None:
+        """Record a resume beside the original environment, which stays as it was."""
+        path = self.path / "env.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        record.setdefault("resumes", []).append(env)
+        self.write_env(record)
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.path / "summary.json", to_json(summary))
@@ -187,7 +206,7 @@ class Run:
 
     def append_metrics(self, record: dict) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.write(to_json(record, indent=None) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -208,7 +227,7 @@ class Run:
         """Keep the records of the first `epochs` epochs only (used when resuming)."""
         kept = [r for r in self.read_metrics() if r["epoch"] <= epochs]
         atomic_write_text(self.path / "metrics.jsonl",
-                          "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+                          "".join(to_json(r, indent=None) + "\n" for r in kept))
 
     def log(self, line: str) -> None:
         with open(self.path / "train.log", "a", encoding="utf-8") as f:
@@ -230,6 +249,9 @@ class Run:
         np.savez(buf, **arrays)
         atomic_write_bytes(self.checkpoint_path(which), buf.getvalue())
 
+    def promote_checkpoint(self, src: str, dst: str) -> None:
+        os.replace(self.checkpoint_path(src), self.checkpoint_path(dst))
+
     def load_checkpoint(self, which: str) -> tuple[dict[str, np.ndarray], dict, dict[str, np.ndarray]]:
         """(params, meta, state arrays); a missing or damaged file is a RunDirError."""
         path = self.checkpoint_path(which)
@@ -238,11 +260,26 @@ class Run:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 meta = json.loads(str(npz["meta"]))
+                if meta.get("format") != CHECKPOINT_FORMAT:
+                    raise ValueError(f"checkpoint format {meta.get('format')!r}, "
+                                     f"this nnexp reads {CHECKPOINT_FORMAT}")
                 params = {n: npz[f"param/{n}"] for n in meta["params"]}
                 state = {k[len("state/"):]: npz[k] for k in npz.files if k.startswith("state/")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise RunDirError(f"checkpoint {path} is damaged and was not loaded ({exc})") from None
         return params, meta, state
+
+
+def best_record(metrics: list[dict]) -> dict | None:
+    """The record of the best-validation epoch, ties going to the later epoch: the training
+    loop's rule, for readers of runs that have no summary (yet)."""
+    best = None
+    for record in metrics:
+        acc = record.get("validation_accuracy")
+        if isinstance(acc, (int, float)) and math.isfinite(acc) and (
+                best is None or acc >= best["validation_accuracy"]):
+            best = record
+    return best
 
 
 # --- environment ------------------------------------------------------------------------------

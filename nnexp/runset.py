@@ -20,7 +20,7 @@ from typing import Any
 
 from nnexp.config import resolve
 from nnexp.errors import RunDirError, UserError
-from nnexp.runs import Run
+from nnexp.runs import Run, best_record
 
 METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
 
@@ -58,13 +58,8 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _values_from_metrics(metrics: list[dict]) -> dict:
-    """Best epoch etc. recomputed from metrics.jsonl, for runs with no summary.json yet.
-    Same rule as the training loop: ties in validation accuracy go to the later epoch."""
-    best = None
-    for record in metrics:
-        acc = record.get("validation_accuracy")
-        if isinstance(acc, (int, float)) and math.isfinite(acc) and (best is None or acc >= best["validation_accuracy"]):
-            best = record
+    """Best epoch etc. recomputed from metrics.jsonl, for runs with no summary.json yet."""
+    best = best_record(metrics)
     return {
         "epochs_run": len(metrics),
         "best_epoch": best.get("epoch") if best else None,

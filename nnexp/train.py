@@ -29,6 +29,7 @@ from nnexp.network import NetworkSpec, build_spec, init_params, l2_coefficient
 from nnexp.runs import Run, environment
 
 ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
+PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has recorded its epoch
 
 
 @dataclass
@@ -58,7 +59,9 @@ class LoopState:
 
 @dataclass
 class Seeds:
-    """Independent streams from one seed: the same seed gives the same run on every backend."""
+    """Independent streams from one seed. Weights, mini-batch order and CPU augmentation come
+    from NumPy, so they are the same on every backend; dropout masks come from the backend's
+    own generator, seeded from here."""
 
     init: np.random.Generator
     order: np.random.Generator
@@ -138,7 +141,7 @@ def epoch_line(record: dict, epochs: int) -> str:
 def start(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
     """Train a new run in the (fresh) directory `run`; return its summary."""
     run.write_config(exp.config)
-    run.write_env(environment())
+    run.write_env({**environment(), "data": exp.dataset.source})
     run.log(f"nnexp run {run.name}: {exp.config['name']} on {exp.backend.name}/{exp.device}, "
             f"{exp.spec.n_params:,} parameters")
     for layer in exp.spec.layers:
@@ -158,7 +161,7 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
     """Continue `run` from its last completed epoch, exactly where it stopped: parameters,
     optimiser buffers, every RNG stream and the loop's counters come from last.npz."""
     with run.lock():
-        run.write_env(environment())
+        run.add_resume_to_env(environment())
         if not run.checkpoint_path("last").exists():  # stopped before its first epoch ended
             run.truncate_metrics(0)
             run.log("resumed before the first epoch completed: starting over")
@@ -170,9 +173,24 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
         seeds.order.bit_generator.state = meta["order_rng"]
         seeds.augment.bit_generator.state = meta["augment_rng"]
         state = LoopState(**meta["loop"])
+        _settle_pending_best(run, state)
         run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
         run.log(f"resumed after epoch {state.epoch}")
         return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
+
+
+def _settle_pending_best(run: Run, state: LoopState) -> None:
+    """A process killed between saving a new best and promoting it leaves it pending. Keep it
+    if last.npz already counts it as the best epoch; drop it if that epoch is to be re-run
+    (on a GPU the re-run need not reproduce it)."""
+    pending = run.checkpoint_path(PENDING_BEST)
+    if not pending.exists():
+        return
+    _, meta, _ = run.load_checkpoint(PENDING_BEST)
+    if meta.get("epoch") == state.best_epoch:
+        run.promote_checkpoint(PENDING_BEST, "best")
+    else:
+        pending.unlink()
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -256,7 +274,8 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
                 state.best_epoch = epoch
                 state.best_validation_accuracy = record["validation_accuracy"]
                 state.test_accuracy = record["test_accuracy"]
-                run.save_checkpoint("best", model.get_params(), {"epoch": epoch})
+                # promoted to best.npz only once last.npz records this epoch (see resume)
+                run.save_checkpoint(PENDING_BEST, model.get_params(), {"epoch": epoch})
             state.bad_epochs = 0 if improved else state.bad_epochs + 1
             if patience and state.bad_epochs >= patience:
                 state.bad_epochs = 0
@@ -270,6 +289,8 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             line = epoch_line(record, tr["epochs"])
             run.append_metrics(record)  # before the checkpoint: resume trims any excess
             _save_last(run, model, state, seeds)
+            if record["best"]:
+                run.promote_checkpoint(PENDING_BEST, "best")
             run.write_summary(_summary(exp, run, state, "running"))
             run.log(line)
             reporter.epoch_finished(record, line)

@@ -86,6 +86,11 @@ BAD = [
     (["device=tpu"], "device", "valid: auto, cpu, cuda"),
     (["training.early_stopping.patience=0"], "training.early_stopping.patience", ">= 1"),
     (["model.layers.9.units=3"], "model.layers.9", "no list item"),
+    (["model.layers.0.type=[conv]"], "model.layers.0.type", "unknown layer type"),
+    (["name=null"], "name", "must not be null"),
+    (["training.early_stopping=null"], "training.early_stopping", "expected a mapping of patience"),
+    (["training.schedule=halve-on-plateau", "training.early_stopping.patience=null"],
+     "training.schedule", "set a patience"),
 ]
 
 
@@ -108,6 +113,21 @@ def test_a_network_without_an_output_layer_is_rejected():
     raw = {"model": {"layers": [{"type": "conv", "filters": 2, "size": 5}, {"type": "pool", "size": 2}]}}
     with pytest.raises(ConfigError, match="model.layers.1.type: the last layer must be the output layer"):
         config.resolve(raw)
+
+
+def test_floats_in_exponent_form_are_numbers(tmp_path):
+    """YAML 1.1 would read 1e-3 as a string; people write eta that way."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(BASE) + "training: {eta: 1e-3, lambda: 5E-1}\n")
+    cfg = config.load(path, ["training.momentum=2.5e-1"])
+    assert cfg["training"]["eta"] == 0.001 and cfg["training"]["lambda"] == 0.5
+    assert cfg["training"]["momentum"] == 0.25
+
+
+def test_a_null_name_falls_back_to_the_file_name(tmp_path):
+    path = tmp_path / "my_experiment.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "name": None}))
+    assert config.load(path)["name"] == "my_experiment"
 
 
 def test_missing_required_key():

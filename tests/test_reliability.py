@@ -112,6 +112,8 @@ def test_ctrl_c_marks_the_run_interrupted_exits_130_and_resumes(tmp_path):
     result = runner.invoke(app, ["resume", str(run.path)])
     assert result.exit_code == 0, result.output
     assert run.read_summary()["status"] == "completed"
+    env = json.loads((run.path / "env.json").read_text())
+    assert "train" in env["command"] and len(env["resumes"]) == 1, "the original record stays"
     assert_same_run(run, uninterrupted(tmp_path))
 
 
@@ -164,6 +166,44 @@ def test_two_train_processes_started_together_write_two_runs(tmp_path):
     assert len(dirs) == 2 and all(Run(d).read_summary()["status"] == "completed" for d in dirs)
 
 
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from nnexp import runs
+
+    run = Run.create(tmp_path, "full-disk")
+    run.write_summary({"status": "running"})
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        run.write_summary({"status": "completed"})
+    assert json.loads((run.path / "summary.json").read_text()) == {"status": "running"}
+    assert sorted(p.name for p in run.path.iterdir()) == ["checkpoints", "summary.json"]
+
+
+def test_non_finite_numbers_are_written_as_json_null(tmp_path):
+    run = Run.create(tmp_path, "nan")
+    run.append_metrics({"epoch": 1, "validation_cost": float("nan"), "test_cost": np.float32("inf")})
+    line = (run.path / "metrics.jsonl").read_text()
+    assert json.loads(line) == {"epoch": 1, "validation_cost": None, "test_cost": None}
+    assert "NaN" not in line and "Infinity" not in line
+
+
+def test_a_pending_best_checkpoint_is_kept_or_dropped_by_what_last_recorded(tmp_path):
+    from nnexp.train import PENDING_BEST, LoopState, _settle_pending_best
+
+    run = Run.create(tmp_path, "pending")
+    run.save_checkpoint("best", {"0.w": np.zeros(2)}, {"epoch": 3})
+    run.save_checkpoint(PENDING_BEST, {"0.w": np.ones(2)}, {"epoch": 5})
+    _settle_pending_best(run, LoopState(epoch=4, best_epoch=3))  # epoch 5 will be re-run
+    assert not run.checkpoint_path(PENDING_BEST).exists()
+    assert run.load_checkpoint("best")[1]["epoch"] == 3
+    run.save_checkpoint(PENDING_BEST, {"0.w": np.ones(2)}, {"epoch": 5})
+    _settle_pending_best(run, LoopState(epoch=5, best_epoch=5))  # last.npz counted it
+    assert run.load_checkpoint("best")[1]["epoch"] == 5
+
+
 def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
     run = Run.create(tmp_path, "atomic")
     run.write_summary({"status": "running"})
@@ -191,6 +231,19 @@ def _broken_checkpoint(tmp_path) -> list[str]:
     run.write_config(config.resolve(CONFIG))
     run.checkpoint_path("best").write_bytes(b"PK\x03\x04 truncated")
     return ["evaluate", str(run.path)]
+
+
+def _damaged_run_config(tmp_path) -> list[str]:
+    run = Run.create(tmp_path, "damaged-config")
+    (run.path / "config.yaml").write_text("model: {layers: [unclosed\n")
+    return ["resume", str(run.path)]
+
+
+def _diverged_run(tmp_path) -> list[str]:
+    run = Run.create(tmp_path, "diverged")
+    run.write_config(config.resolve(CONFIG))
+    run.write_summary({"status": "diverged"})
+    return ["resume", str(run.path)]
 
 
 def _wrong_checksum_data(tmp_path) -> list[str]:
@@ -221,6 +274,11 @@ BAD_CALLS = {
     "missing run dir": lambda t: ["evaluate", str(t / "no-such-run")],
     "damaged checkpoint": _broken_checkpoint,
     "wrong checksum": _wrong_checksum_data,
+    "damaged run config": _damaged_run_config,
+    "resume a diverged run": _diverged_run,
+    "gradcheck with no examples": lambda t: ["gradcheck", str(write_config(t)), "--examples", "0"],
+    "expand with a bad angle": lambda t: ["expand-mnist", "--rotate", "200", "--out", str(t / "x.npz"),
+                                          "--data-dir", str(t / "no-data")],
     "unknown option value": lambda t: ["train", str(write_config(t)), "--device", "quantum"],
 }
 

@@ -193,6 +193,7 @@ def build_expanded(
     start = time.perf_counter()
     out_path = Path(out).expanduser() if out is not None else default_expanded_path(seed)
     _refuse_overwrite(out_path, force)
+    _check_copies(rotate_deg, elastic)  # before loading: a typo should not cost a download
     train_x, train_y, _, _, source = load_idx_set("mnist", data_dir, verify_checksums=verify_checksums)
     n_train = len(train_x) - n_validation(len(train_x))
     result = build_expanded_from_arrays(
@@ -201,6 +202,13 @@ def build_expanded(
     )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_copies(rotate_deg: float | None, elastic: int) -> None:
+    if rotate_deg is not None and not (np.isfinite(rotate_deg) and 0 < abs(rotate_deg) < 180):
+        raise DataError(f"--rotate must be a number of degrees between 0 and 180 (got {rotate_deg!r})")
+    if isinstance(elastic, bool) or not isinstance(elastic, (int, np.integer)) or elastic < 0:
+        raise DataError(f"--elastic must be a whole number of distorted copies, 0 or more (got {elastic!r})")
 
 
 def _refuse_overwrite(path: Path, force: bool) -> None:
@@ -216,10 +224,7 @@ def build_expanded_from_arrays(
     start = time.perf_counter()
     out = Path(out)
     _refuse_overwrite(out, force)
-    if rotate_deg is not None and not (np.isfinite(rotate_deg) and 0 < abs(rotate_deg) < 180):
-        raise DataError(f"rotate_deg must be a number of degrees between 0 and 180 (got {rotate_deg!r})")
-    if isinstance(elastic, bool) or not isinstance(elastic, (int, np.integer)) or elastic < 0:
-        raise DataError(f"elastic must be a whole number of distorted copies, 0 or more (got {elastic!r})")
+    _check_copies(rotate_deg, elastic)
 
     rng = np.random.default_rng(seed)
     names = [name for name, _, _ in SHIFTS]
