@@ -37,23 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from nnexp.errors import RunDirError
+from nnexp.fileio import atomic_path
 
 CHECKPOINT_FORMAT = 1
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one step: readers see the old file or the new, never a
-    part. A failed write (disk full, Ctrl-C) removes its temporary file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

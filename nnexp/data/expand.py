@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import time
 import zipfile
 import zlib
@@ -27,6 +26,7 @@ import numpy as np
 
 from nnexp.data.mnist import cache_dir, load_idx_set, n_validation
 from nnexp.errors import DataError
+from nnexp.fileio import atomic_path
 
 FORMAT_VERSION = 1
 # The book's per-image order: the original, then the content moved down, up, right, left.
@@ -262,20 +262,14 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """An ``np.load``-able .npz, written atomically, with fixed zip timestamps so the same
     arrays always give the same bytes (``np.savez_compressed`` stamps the current time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as zf:
-            for name, array in arrays.items():
-                info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
-                # Level 1: twice as fast as the default for a file only 10% larger.
-                zf.writestr(info, buffer.getbuffer(), zipfile.ZIP_DEFLATED, compresslevel=1)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+            # Level 1: twice as fast as the default for a file only 10% larger.
+            zf.writestr(info, buffer.getbuffer(), zipfile.ZIP_DEFLATED, compresslevel=1)
 
 
 def load_expanded(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nnexp.errors import DataError
+from nnexp.fileio import atomic_path
 
 # The four files of a data set, by role; stored gzipped (``.gz``) or plain.
 FILES = {
@@ -164,20 +164,15 @@ def _download_mnist(directory: Path, missing: list[str]) -> None:
     for base in missing:
         errors = []
         for mirror in MNIST_MIRRORS:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=directory)
-            os.close(fd)
-            tmp = Path(tmp_name)
             try:
-                fetch_url(mirror + base + ".gz", tmp)
-                digest = hashlib.md5(_read_bytes(tmp)).hexdigest()
-                if digest != MNIST_MD5[base]:
-                    raise DataError(f"checksum {digest} is not MNIST's")
-                os.replace(tmp, directory / (base + ".gz"))
+                with atomic_path(directory / (base + ".gz")) as tmp:  # renamed in once checked
+                    fetch_url(mirror + base + ".gz", tmp)
+                    digest = hashlib.md5(_read_bytes(tmp)).hexdigest()
+                    if digest != MNIST_MD5[base]:
+                        raise DataError(f"checksum {digest} is not MNIST's")
                 break
             except (OSError, DataError, ValueError) as e:  # URLError and timeouts are OSErrors
                 errors.append(f"{mirror}: {e}")
-            finally:
-                tmp.unlink(missing_ok=True)
         else:
             names = ", ".join(b + ".gz" for b in FILES.values())
             raise DataError(
