@@ -99,6 +99,8 @@ def read_run(path: str | Path) -> RunRecord:
         values = _values_from_metrics(metrics)
     else:
         status = str(summary.get("status") or "unknown")
+        if status == "running" and not run.is_locked():
+            status = "killed"  # no process holds the run: it died without a word; resumable
         fallback = _values_from_metrics(metrics)
         values = {k: summary[k] if summary.get(k) is not None else fallback[k] for k in METRICS}
     values = {k: _number(v) for k, v in values.items()}

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from nnexp import compare as cmp
 from nnexp.cli import app
 from nnexp.errors import UserError
+from nnexp.runs import Run
 from nnexp.runset import find_run_dirs, flatten, load_runs, read_run
 
 DEEP = [{"type": "dense", "units": 100}, {"type": "dense", "units": 30}, {"type": "softmax", "units": 10}]
@@ -191,10 +192,12 @@ def test_incomplete_runs_are_listed_with_their_status(tmp_path):
         make_run(tmp_path, status, val=[0.8, 0.85], status=status)
     make_run(tmp_path, "nosummary", val=[0.8, 0.9, 0.9], status=None)
     make_run(tmp_path, "starting", val=[], status=None)
-    make_run(tmp_path, "empty", val=[], status="running")
-    comparison, warnings = build(tmp_path, sort="name", group=False)
+    make_run(tmp_path, "dead", val=[0.8], status="running")
+    live = next(p for p in tmp_path.iterdir() if p.name.startswith("running"))
+    with Run(live).lock():  # a training process holds the live one; nobody holds "dead"
+        comparison, warnings = build(tmp_path, sort="name", group=False)
     status = {row.label.rsplit("-", 2)[0]: row.status for row in comparison.rows}
-    assert status == {"diverged": "diverged", "empty": "running", "failed": "failed",
+    assert status == {"diverged": "diverged", "dead": "killed", "failed": "failed",
                       "interrupted": "interrupted", "nosummary": "unknown", "running": "running",
                       "starting": "starting"}
     assert warnings == []

@@ -94,6 +94,8 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     run, proc = start_and_stop(tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert run.read_summary()["status"] == "running"  # what a killed process leaves
+    from nnexp.runset import read_run
+    assert read_run(run.path).status == "killed", "compare tells a dead run from a live one"
     resumed = nnexp("resume", run.path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
