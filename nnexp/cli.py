@@ -392,7 +392,6 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
                       "(default: the run's own).")] = None,
              data_dir: DataDirOpt = None) -> None:
     """Rebuild a run's network from a checkpoint, on any backend, and score it on the test set."""
-    from nnexp import backends as registry
     from nnexp.evaluate import load_run_model, run_dataset, score
     from nnexp.runs import Run
 
@@ -400,9 +399,7 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
     loaded = load_run_model(run, checkpoint=checkpoint, backend=backend, device=device or "auto")
     data = run_dataset(loaded, dataset=dataset, data_dir=data_dir)
     result = score(loaded, data)
-    name = backend or loaded.config["backend"]
-    where = registry.get(name).resolve_device(device or "auto")
-    out.print(f"{run.path}: {checkpoint} checkpoint (epoch {loaded.epoch}) on {name}/{where}, "
+    out.print(f"{run.path}: {checkpoint} checkpoint (epoch {loaded.epoch}) on {loaded.backend}/{loaded.device}, "
               f"{data.name} test set", markup=False)
     out.print(f"test accuracy {100 * result['accuracy']:.2f}% ({result['n'] - result['errors']:,}/"
               f"{result['n']:,}), cost {result['cost']:.4f}, {result['errors']:,} errors", markup=False)

@@ -21,7 +21,7 @@ import numpy as np
 from nnexp.runset import find_run_dirs
 from nnexp.data import Dataset
 from nnexp.errors import UserError
-from nnexp.evaluate import load_run_model, run_dataset, score
+from nnexp.evaluate import load_run_model, run_dataset
 from nnexp.runs import Run
 
 
@@ -87,17 +87,18 @@ def run_ensemble(patterns: list[str | Path], *, checkpoint: str = "best", backen
                         f"datasets ({which})")
     dataset = run_dataset(loaded[0], data_dir=data_dir)
     members, outputs = [], []
+    n = len(dataset.test.y)
     for member in loaded:
-        result = score(member, dataset)
-        if result["outputs"].shape[1] != dataset.num_classes:
-            raise UserError(f"{member.run.name} has {result['outputs'].shape[1]} outputs, "
+        out = member.model.predict(dataset.test.x)  # (N, classes): one inference pass per member
+        if out.shape[1] != dataset.num_classes:
+            raise UserError(f"{member.run.name} has {out.shape[1]} outputs, "
                             f"the test set {dataset.num_classes} classes")
-        members.append(Member(member.run.name, result["accuracy"], result["errors"]))
-        outputs.append(result["outputs"])
+        wrong = int(np.sum(out.argmax(axis=1) != dataset.test.y))
+        members.append(Member(member.run.name, (n - wrong) / n, wrong))
+        outputs.append(out)
     stacked = np.stack(outputs)  # (members, N, classes)
     predictions = majority_vote(stacked.argmax(axis=2), stacked)
     errors = int(np.sum(predictions != dataset.test.y))
-    n = len(dataset.test.y)
     return EnsembleResult(members, 1 - errors / n, errors, n, predictions, dataset), warnings
 
 
