@@ -131,8 +131,13 @@ def differing_keys(flats: list[dict[str, Any]], ignore: tuple[str, ...] = NOT_CO
                 order.insert(after + 1, key)
                 after += 1
     marker = json.dumps  # compares 1 and 1.0 and True as different, as YAML would show them
-    return [key for key in order if key not in ignore
+    keys = [key for key in order if key not in ignore
             and len({marker(f[key], default=str) if key in f else "\0missing" for f in flats}) > 1]
+    # `data.augment: null` in one run and `data.augment.shift: 2` in another: the subtree's
+    # columns already say "-" for the run without it, so the null parent adds nothing.
+    return [key for key in keys
+            if not (any(other.startswith(key + ".") for other in keys)
+                    and all(f.get(key) is None for f in flats))]
 
 
 @dataclass

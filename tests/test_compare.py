@@ -53,6 +53,17 @@ def test_differing_keys_nested_values_and_layer_lists_of_different_length():
                     "model.layers.2.type", "model.layers.2.units"]  # name ignored; extra layer kept in order
 
 
+def test_differing_keys_show_a_subtree_not_its_null_parent():
+    plain = flatten({"data": {"augment": None}, "training": {"eta": 0.1}})
+    shifted = flatten({"data": {"augment": {"shift": 2}}, "training": {"eta": 0.1}})
+    both = flatten({"data": {"augment": {"shift": 2, "rotate": 10}}, "training": {"eta": 0.1}})
+    assert cmp.differing_keys([plain, shifted]) == ["data.augment.shift"]
+    assert cmp.differing_keys([plain, shifted, both]) == ["data.augment.shift", "data.augment.rotate"]
+    # a parent that holds a value somewhere is kept: its cell says something
+    listed = flatten({"data": {"augment": "shift"}, "training": {"eta": 0.1}})
+    assert set(cmp.differing_keys([listed, shifted])) == {"data.augment", "data.augment.shift"}
+
+
 def test_differing_keys_of_identical_configs_is_empty(tmp_path):
     make_run(tmp_path, "first", seed=3)
     make_run(tmp_path, "second", seed=3)  # only `name` differs
