@@ -29,8 +29,8 @@ REQUIRED = object()  # marker default: the key must be given
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 COSTS = ("log-likelihood", "cross-entropy", "quadratic")
 INITS = ("network3", "network2", "large", "xavier", "he", "small")
-L2_FORMS = ("network3", "network2")
-OPTIMIZERS = ("sgd", "momentum")
+L2_FORMS = ("network3", "network2", "plain")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 SCHEDULES = ("constant", "halve-on-plateau")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
@@ -81,6 +81,9 @@ SCHEMA: dict[str, Any] = {
         "l2": Field(str, "network3", choices=L2_FORMS),
         "optimizer": Field(str, "sgd", choices=OPTIMIZERS),
         "momentum": Field(float, 0.9, min=0.0, max=1.0, max_exclusive=True),
+        "rmsprop_decay": Field(float, 0.99, min=0.0, max=1.0, max_exclusive=True),
+        "beta1": Field(float, 0.9, min=0.0, max=1.0, max_exclusive=True),
+        "beta2": Field(float, 0.999, min=0.0, max=1.0, max_exclusive=True),
         "schedule": Field(str, "constant", choices=SCHEDULES),
         "shuffle": Field(bool, True),
         "early_stopping": {"patience": Field(int, 10, min=1, nullable=True)},

@@ -184,7 +184,10 @@ def l2_coefficient(form: str, lmbda: float, n_train: int, batch_size: int) -> fl
     network2 (chapter 3): C = C0 + lmbda/(2n) sum w^2, so c = lmbda/n.
     network3 (chapter 6): cost + 0.5*lmbda*sum||W||^2 / num_training_batches, and
     num_training_batches = n/m, so c = lmbda*m/n: m times stronger than network2's.
+    plain (Saitoh): loss + 0.5*lmbda*sum||W||^2, so c = lmbda, whatever n and m.
     """
+    if form == "plain":
+        return lmbda
     if form == "network2":
         return lmbda / n_train
     if form == "network3":

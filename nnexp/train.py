@@ -116,7 +116,9 @@ def build_model(exp: Experiment, params: dict[str, np.ndarray], seeds: Seeds) ->
     tr = exp.config["training"]
     n = len(exp.dataset.train.y)
     objective = Objective(tr["cost"], l2_coefficient(tr["l2"], tr["lambda"], n, tr["batch_size"]))
-    return exp.backend.build(exp.spec, params, objective, Optimizer(tr["optimizer"], tr["momentum"]),
+    optimizer = Optimizer(tr["optimizer"], momentum=tr["momentum"], rmsprop_decay=tr["rmsprop_decay"],
+                          beta1=tr["beta1"], beta2=tr["beta2"])
+    return exp.backend.build(exp.spec, params, objective, optimizer,
                              dtype=exp.config["dtype"], device=exp.device, seed=seeds.dropout,
                              deterministic=exp.config["deterministic"])
 

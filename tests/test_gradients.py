@@ -123,9 +123,10 @@ def test_max_pool_ties_send_the_gradient_to_one_input():
     assert layer.mask.sum(axis=0).max() == 1 and layer.mask[0].all()  # the first offset wins
 
 
-@pytest.mark.parametrize("form,expected", [("network2", 5.0 / 50_000), ("network3", 0.1 * 10 / 50_000)])
-def test_l2_coefficient_forms(form, expected):
-    lmbda = 5.0 if form == "network2" else 0.1
+@pytest.mark.parametrize("form,lmbda,expected", [("network2", 5.0, 5.0 / 50_000),
+                                                 ("network3", 0.1, 0.1 * 10 / 50_000),
+                                                 ("plain", 0.1, 0.1)])
+def test_l2_coefficient_forms(form, lmbda, expected):
     assert l2_coefficient(form, lmbda, 50_000, 10) == pytest.approx(expected)
 
 

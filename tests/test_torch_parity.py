@@ -98,22 +98,33 @@ def test_inference_and_gradients_match(net, l2):
         close(grads[name], grads_ref[name])
 
 
-@pytest.mark.parametrize("optimizer", [Optimizer("sgd"), Optimizer("momentum", 0.9)], ids=["sgd", "momentum"])
+# Every update rule, at a learning rate it is used with: the adaptive ones scale steps to ~eta;
+# nesterov's first step is (1 + mu) times momentum's, so it gets half the rate.
+OPTIMIZERS = {"sgd": (Optimizer("sgd"), 0.5), "momentum": (Optimizer("momentum", 0.9), 0.5),
+              "nesterov": (Optimizer("nesterov", 0.9), 0.25), "adagrad": (Optimizer("adagrad"), 0.05),
+              "rmsprop": (Optimizer("rmsprop"), 0.01), "adam": (Optimizer("adam"), 0.01)}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("l2", L2.values(), ids=L2.keys())
 @pytest.mark.parametrize("net", NETS)
 def test_train_epoch_matches(net, l2, optimizer):
+    optimizer, eta = OPTIMIZERS[optimizer]
     ref, model, _, _ = make_pair(net, l2, optimizer)
     x, y = data()
     batches = np.random.default_rng(2).permutation(len(y))[:24].reshape(3, 8)
-    for eta in (0.5, 0.25):  # two epochs: momentum carries over, masks keep their stream
-        ref.train_epoch(x, y, batches, eta)
-        model.train_epoch(x, y, batches, eta)
+    for scale in (1.0, 0.5):  # two epochs: buffers carry over, masks keep their stream
+        ref.train_epoch(x, y, batches, eta * scale)
+        model.train_epoch(x, y, batches, eta * scale)
     expected, actual = ref.get_params(), model.get_params()
     for name in expected:
         close(actual[name], expected[name])
     ref_state, state = ref.get_state(), model.get_state()
-    for name in expected:
-        close(state[f"velocity.{name}"], ref_state[f"velocity.{name}"])
+    buffers = [key for key, value in ref_state.items() if isinstance(value, np.ndarray)]
+    assert len(buffers) == 1 + len(optimizer.buffers) * len(expected)  # + optimizer.step
+    assert int(state["optimizer.step"]) == int(ref_state["optimizer.step"]) == 2 * len(batches)
+    for key in buffers:
+        close(state[key], ref_state[key])
 
 
 def test_float32_agrees_loosely():

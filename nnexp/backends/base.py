@@ -25,10 +25,88 @@ class Objective:
     l2: float = 0.0  # already resolved from lambda, the L2 form, n and m (network.l2_coefficient)
 
 
+# The buffers each optimiser keeps per parameter, named as they appear in checkpoints
+# ("<buffer>.<param name>"); Adam also counts its steps ("optimizer.step").
+OPTIMIZER_BUFFERS: dict[str, tuple[str, ...]] = {
+    "sgd": (),
+    "momentum": ("velocity",),
+    "nesterov": ("velocity",),
+    "adagrad": ("square",),
+    "rmsprop": ("square",),
+    "adam": ("moment1", "moment2"),
+}
+
+
 @dataclass(frozen=True)
 class Optimizer:
-    name: str = "sgd"  # sgd | momentum
-    momentum: float = 0.9
+    """An update rule, applied by both backends through `update`, so they cannot drift apart.
+
+    sgd       w -= eta g
+    momentum  v = mu v - eta g;  w += v                              (Nielsen ch. 3, Saitoh)
+    nesterov  v = mu v - eta g;  w += mu v - eta g                   (PyTorch's nesterov=True)
+    adagrad   h += g^2;  w -= eta g / (sqrt(h) + eps)
+    rmsprop   h = rho h + (1 - rho) g^2;  w -= eta g / (sqrt(h) + eps)
+    adam      m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);  t += 1
+              w -= eta sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)    (Saitoh's form)
+
+    `g` already includes the L2 term. eps = 1e-7 as in Saitoh's code: it only keeps a
+    parameter whose gradient has always been zero from dividing by zero.
+    """
+
+    name: str = "sgd"
+    momentum: float = 0.9  # mu: momentum and nesterov
+    rmsprop_decay: float = 0.99  # rho
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-7
+
+    @property
+    def buffers(self) -> tuple[str, ...]:
+        return OPTIMIZER_BUFFERS[self.name]
+
+    @property
+    def counts_steps(self) -> bool:
+        return self.name == "adam"
+
+    def step_size(self, eta, t):
+        """The step size this update uses: eta, or Adam's bias-corrected eta at step t (the
+        count after this step). Works on Python numbers and on 0-d tensors alike, so a CUDA
+        graph can keep t on the device."""
+        if self.name != "adam":
+            return eta
+        return eta * (1.0 - self.beta2 ** t) ** 0.5 / (1.0 - self.beta1 ** t)
+
+    def update(self, w, g, buffers: dict, eta) -> None:
+        """Update w in place from its gradient g; `buffers` holds this parameter's buffers
+        (named as in `self.buffers`), also updated in place. Only in-place operators and
+        ``**`` are used, so w may be a NumPy array or a torch tensor (under no_grad); `eta`
+        is what `step_size` returned, a number or a 0-d tensor."""
+        name = self.name
+        if name == "sgd":
+            w -= eta * g
+        elif name in ("momentum", "nesterov"):
+            v = buffers["velocity"]
+            v *= self.momentum
+            v -= eta * g
+            if name == "momentum":
+                w += v
+            else:
+                w += self.momentum * v - eta * g
+        elif name in ("adagrad", "rmsprop"):
+            h = buffers["square"]
+            if name == "rmsprop":
+                h *= self.rmsprop_decay
+                h += (1.0 - self.rmsprop_decay) * (g * g)
+            else:
+                h += g * g
+            w -= eta * g / (h ** 0.5 + self.eps)
+        elif name == "adam":
+            m, v = buffers["moment1"], buffers["moment2"]
+            m += (1.0 - self.beta1) * (g - m)
+            v += (1.0 - self.beta2) * (g * g - v)
+            w -= eta * m / (v ** 0.5 + self.eps)
+        else:
+            raise ValueError(f"unknown optimizer {name!r}")
 
 
 Progress = Callable[[int], None]  # called with the number of mini-batches done so far
@@ -94,7 +172,8 @@ class Model(ABC):
     @abstractmethod
     def get_state(self) -> dict:
         """Everything beyond the parameters needed to continue training bit-identically:
-        optimiser buffers (``{"velocity.<name>": array}``) and the dropout RNG state."""
+        optimiser buffers (``{"<buffer>.<name>": array}``, Adam's ``"optimizer.step"``) and
+        the dropout RNG state."""
 
     @abstractmethod
     def set_state(self, state: dict) -> None: ...

@@ -24,7 +24,10 @@ class NumpyModel(Model):
         self.slots = {f"{layer.spec.index}.{key}": (layer, key)
                       for layer in self.layers for key in layer.spec.param_shapes()}
         self.set_params(params)
-        self.velocity = {name: np.zeros_like(self._param(name)) for name in self.slots}
+        # name -> {buffer: array}, in the layer's working layout like the parameter itself
+        self.buffers = {name: {b: np.zeros_like(self._param(name)) for b in optimizer.buffers}
+                        for name in self.slots}
+        self.steps = 0  # updates made so far (Adam's t)
 
     # --- parameters ---------------------------------------------------------------------------
 
@@ -48,15 +51,18 @@ class NumpyModel(Model):
             layer.params[key] = np.ascontiguousarray(layer.internal(key, value), dtype=self.dtype)
 
     def get_state(self) -> dict:
-        state = {f"velocity.{name}": layer.canonical(key, self.velocity[name])
-                 for name, (layer, key) in self.slots.items()}
+        state = {f"{b}.{name}": layer.canonical(key, self.buffers[name][b])
+                 for name, (layer, key) in self.slots.items() for b in self.optimizer.buffers}
+        state["optimizer.step"] = np.array(self.steps, dtype=np.int64)
         state["rng"] = self.rng.bit_generator.state
         return state
 
     def set_state(self, state: dict) -> None:
         for name, (layer, key) in self.slots.items():
-            self.velocity[name] = np.ascontiguousarray(
-                layer.internal(key, np.asarray(state[f"velocity.{name}"])), dtype=self.dtype)
+            for b in self.optimizer.buffers:
+                self.buffers[name][b] = np.ascontiguousarray(
+                    layer.internal(key, np.asarray(state[f"{b}.{name}"])), dtype=self.dtype)
+        self.steps = int(state.get("optimizer.step", 0))
         self.rng.bit_generator.state = state["rng"]
 
     # --- forward / backward -------------------------------------------------------------------
@@ -78,18 +84,14 @@ class NumpyModel(Model):
             grad = layer.backward(grad)
 
     def _step(self, eta: float) -> None:
-        l2, mu = self.objective.l2, self.optimizer.momentum
+        l2, optimizer = self.objective.l2, self.optimizer
+        self.steps += 1
+        eta = optimizer.step_size(eta, self.steps)
         for name, (layer, key) in self.slots.items():
             w, g = layer.params[key], layer.grads[key]
             if l2 and key == "w":
                 g += l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
-            if self.optimizer.name == "momentum":
-                v = self.velocity[name]
-                v *= mu
-                v -= eta * g  # v <- mu v - eta grad
-                w += v
-            else:
-                w -= eta * g
+            optimizer.update(w, g, self.buffers[name], eta)
 
     @np.errstate(over="ignore", invalid="ignore")  # a diverging run is reported by the loop
     def train_epoch(self, x: np.ndarray, y: np.ndarray, batches: np.ndarray, eta: float,

@@ -12,7 +12,7 @@ registered with the graph: each replay advances its Philox offset, so every step
 masks and `get_state` stays meaningful between epochs.
 
 Training several models of one architecture together (an ensemble, or the seeds of one
-config) fits this shape without touching the maths: stack each parameter and velocity along a
+config) fits this shape without touching the maths: stack each parameter and buffer along a
 new leading axis (K, ...), give the static inputs one too ((K, m, C, H, W), gathered from a
 (K, num_batches, m) index matrix), and capture `torch.func.vmap` of the step's loss gradient
 (`torch.func.grad` of `_data_loss` via `torch.func.functional_call`) over that axis, followed
@@ -87,16 +87,20 @@ def graphed_step(model: TorchModel, batch_size: int) -> GraphedStep | None:
     return model.graph
 
 
-def _snapshot(model: TorchModel) -> tuple[dict, dict, torch.Tensor]:
-    return ({n: p.detach().clone() for n, p in model.params.items()},
-            {n: v.clone() for n, v in model.velocity.items()}, model.generator.get_state())
+def _snapshot(model: TorchModel) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Copies of every tensor a step writes: parameters, optimiser buffers, the step count."""
+    live = _written(model)
+    return live, [t.detach().clone() for t in live], model.generator.get_state()
 
 
-def _restore(model: TorchModel, saved: tuple[dict, dict, torch.Tensor]) -> None:
-    params, velocity, rng = saved
+def _restore(model: TorchModel, saved: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]) -> None:
+    live, copies, rng = saved
     with torch.no_grad():
-        for name, p in model.params.items():
-            p.copy_(params[name])
-        for name, v in model.velocity.items():
-            v.copy_(velocity[name])
+        for tensor, copy in zip(live, copies):
+            tensor.copy_(copy)
     model.generator.set_state(rng)
+
+
+def _written(model: TorchModel) -> list[torch.Tensor]:
+    return [*model.params.values(), *(t for bufs in model.buffers.values() for t in bufs.values()),
+            model.steps]

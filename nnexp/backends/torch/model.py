@@ -2,7 +2,7 @@
 
 Semantics are the NumPy model's, step for step: the same parameter names and layouts, the
 same objective (mean batch cost + 0.5 * l2 * sum ||W||^2), the same `_step` arithmetic
-(g + l2 w, then sgd or momentum), dropout masks drawn per dense layer in forward order.
+(g + l2 w, then `Optimizer.update`), dropout masks drawn per dense layer in forward order.
 What differs is where the arrays live: the training images are uploaded to the device once
 and kept (cached by array identity), each epoch's index matrix crosses once, and mini-batches
 are gathered on the device. On CUDA, `data.augment`'s per-epoch images are made there too
@@ -63,8 +63,12 @@ class TorchModel(Model):
         shapes = spec.param_shapes()
         self.params = {name: torch.zeros(shape, dtype=self.dtype, device=self.device, requires_grad=True)
                        for name, shape in shapes.items()}
-        self.velocity = {name: torch.zeros(shape, dtype=self.dtype, device=self.device)
-                         for name, shape in shapes.items()}
+        self.buffers = {name: {b: torch.zeros(shape, dtype=self.dtype, device=self.device)
+                               for b in optimizer.buffers}
+                        for name, shape in shapes.items()}
+        # Updates made so far (Adam's t): a device tensor, so a CUDA graph can count too.
+        # float64 counts exactly far beyond any run's number of steps.
+        self.steps = torch.zeros((), dtype=torch.float64, device=self.device)
         self.set_params(params)
         self.generator = torch.Generator(device=self.device)  # dropout masks
         self.generator.manual_seed(seed)
@@ -93,12 +97,15 @@ class TorchModel(Model):
                 p.copy_(torch.tensor(value, dtype=self.dtype))
 
     def get_state(self) -> dict:
-        """Velocities in portable layout, and the dropout generator's state as uint8 bytes.
+        """Optimiser buffers in portable layout, the step count, and the dropout generator's
+        state as uint8 bytes.
 
         The bytes only mean something to a generator of the same device type (CPU and CUDA
         generators differ), so the device type is saved beside them.
         """
-        state: dict = {f"velocity.{name}": v.cpu().numpy().copy() for name, v in self.velocity.items()}
+        state: dict = {f"{b}.{name}": t.cpu().numpy().copy()
+                       for name, bufs in self.buffers.items() for b, t in bufs.items()}
+        state["optimizer.step"] = np.array(int(self.steps), dtype=np.int64)
         state["rng_torch"] = self.generator.get_state().numpy().copy()
         state["rng_device"] = self.device.type
         return state
@@ -107,8 +114,10 @@ class TorchModel(Model):
         """Restore `get_state`'s output. A generator state saved on another device type is
         not restorable here; dropout then continues from this model's seeded generator."""
         with torch.no_grad():
-            for name, v in self.velocity.items():
-                v.copy_(torch.tensor(np.asarray(state[f"velocity.{name}"]), dtype=self.dtype))
+            for name, bufs in self.buffers.items():
+                for b, t in bufs.items():
+                    t.copy_(torch.tensor(np.asarray(state[f"{b}.{name}"]), dtype=self.dtype))
+            self.steps.fill_(int(state.get("optimizer.step", 0)))
         if state.get("rng_device") == self.device.type:
             self.generator.set_state(torch.from_numpy(np.asarray(state["rng_torch"], dtype=np.uint8)))
 
@@ -138,20 +147,16 @@ class TorchModel(Model):
 
     def step(self, x: torch.Tensor, y: torch.Tensor, eta: float | torch.Tensor) -> None:
         """One update on a batch, as `NumpyModel._step`: g += l2 w (weights only), then
-        w -= eta g, or v = mu v - eta g; w += v. `eta` may be a 0-d device tensor (the graph's).
-        """
-        l2, mu = self.objective.l2, self.optimizer.momentum
+        `Optimizer.update`. `eta` may be a 0-d device tensor (the graph's)."""
+        l2, optimizer = self.objective.l2, self.optimizer
         grads = torch.autograd.grad(self._data_loss(x, y), list(self.params.values()))
         with torch.no_grad():
+            self.steps += 1
+            eta = optimizer.step_size(eta, self.steps)
             for (name, w), g in zip(self.params.items(), grads):
                 if l2 and name.endswith(".w"):
                     g = g + l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
-                if self.optimizer.name == "momentum":
-                    v = self.velocity[name]
-                    v.mul_(mu).sub_(g * eta)
-                    w.add_(v)
-                else:
-                    w.sub_(g * eta)
+                optimizer.update(w, g, self.buffers[name], eta)
 
     def _eager_step(self, xs: torch.Tensor, ys: torch.Tensor, rows: torch.Tensor, eta: float) -> None:
         self.step(xs.index_select(0, rows), ys.index_select(0, rows), eta)
