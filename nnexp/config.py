@@ -88,6 +88,7 @@ SCHEMA: dict[str, Any] = {
         "shuffle": Field(bool, True),
         "early_stopping": {"patience": Field(int, 10, min=1, nullable=True)},
         "monitor_train": Field(bool, False),
+        "monitor_layer_speed": Field(int, None, min=1, nullable=True),
     },
 }
 

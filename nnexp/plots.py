@@ -1,6 +1,7 @@
 """Every figure nnexp draws, as PNG files: the plots readers of the book expect.
 
-- `run_figure`: one run's learning curves (cost and accuracy per epoch, best epoch marked)
+- `run_figure`: one run's learning curves (cost and accuracy per epoch, best epoch marked),
+  and each hidden layer's speed of learning on a log axis when it was monitored (chapter 5)
 - `comparison_figure`: validation accuracy and training cost of many runs or seed groups
 - `errors_figure`: the grid of misclassified test digits (chapter 6), true label top right,
   the network's answer bottom right
@@ -27,6 +28,7 @@ from nnexp.runs import Run, best_record
 
 DPI = 100
 RUN_SIZE = (11.0, 4.5)  # inches: 1100 x 450 px
+RUN_SIZE_WITH_SPEED = (16.0, 4.5)  # a third panel: 1600 x 450 px
 COMPARISON_SIZE = (12.0, 5.0)  # 1200 x 500 px
 TILE = 1.0  # inches per digit or filter tile
 GRID_COLUMNS = 10
@@ -91,8 +93,12 @@ def run_figure(metrics: list[dict], summary: dict | None = None, title: str = ""
     """Cost and accuracy (%) per epoch for validation, test and, when monitored, training data.
     The best-validation epoch is marked, with the test accuracy there: the number the book
     reports, shown where it comes from."""
-    fig = _new(RUN_SIZE)
-    cost_ax, acc_ax = fig.subplots(1, 2)
+    speeds = [(r["epoch"], r["layer_speed"]) for r in metrics
+              if isinstance(r.get("layer_speed"), list) and "epoch" in r]
+    fig = _new(RUN_SIZE_WITH_SPEED if speeds else RUN_SIZE)
+    cost_ax, acc_ax, *speed_ax = fig.subplots(1, 3 if speeds else 2)
+    if speeds:
+        _speed_panel(speed_ax[0], speeds)
     styles = [("train", "tab:green"), ("validation", "tab:blue"), ("test", "tab:orange")]
     for split, colour in styles:
         epochs, cost = _series(metrics, f"{split}_cost")
@@ -125,6 +131,23 @@ def run_figure(metrics: list[dict], summary: dict | None = None, title: str = ""
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _speed_panel(ax, speeds: list[tuple[int, list]]) -> None:
+    """Each hidden layer's speed of learning per epoch, log scale: chapter 5's picture, where
+    the early layers learn orders of magnitude slower than the later ones."""
+    for layer in range(max(len(values) for _, values in speeds)):
+        points = [(epoch, values[layer]) for epoch, values in speeds if layer < len(values)
+                  and isinstance(values[layer], (int, float)) and values[layer] > 0]
+        if points:
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, label=f"hidden layer {layer + 1}", marker=_marker(len(epochs)))
+    ax.set_yscale("log")
+    ax.set(title="speed of learning: ||mean dC/db||", xlabel="epoch (measured as it starts)",
+           ylabel="speed (log scale)")
+    _epoch_axis(ax)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=9)
 
 
 def plot_run(path: str | Path, out: str | Path | None = None) -> Path:

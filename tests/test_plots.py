@@ -37,6 +37,23 @@ def test_run_figure_marks_the_best_epoch_and_its_test_accuracy():
     assert acc_ax.get_ylabel() == "accuracy (%)"
 
 
+def test_run_figure_adds_a_log_scale_layer_speed_panel_when_monitored():
+    metrics = [{"epoch": e, "validation_accuracy": 0.9, "test_accuracy": 0.9, "validation_cost": 0.5,
+                "test_cost": 0.5, "layer_speed": [0.003 * e, 0.017 * e, 0.28]} for e in (1, 2, 3)]
+    metrics[1]["layer_speed"][0] = None  # a non-finite value saved as null leaves a gap
+    fig = plots.run_figure(metrics)
+    assert len(fig.axes) == 3
+    speed_ax = fig.axes[2]
+    assert speed_ax.get_yscale() == "log"
+    lines = {line.get_label(): line for line in speed_ax.get_lines()}
+    assert set(lines) == {"hidden layer 1", "hidden layer 2", "hidden layer 3"}
+    assert list(lines["hidden layer 1"].get_xdata()) == [1, 3]
+    assert list(lines["hidden layer 2"].get_ydata()) == pytest.approx([0.017, 0.034, 0.051])
+    assert (fig.get_figwidth(), fig.get_figheight()) == plots.RUN_SIZE_WITH_SPEED
+    assert len(plots.run_figure([{k: v for k, v in r.items() if k != "layer_speed"}
+                                 for r in metrics]).axes) == 2
+
+
 def test_plot_run_without_epochs_is_a_user_error(tmp_path):
     run = make_run(tmp_path, "new", val=[], status=None)
     with pytest.raises(UserError, match="no completed epoch"):

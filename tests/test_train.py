@@ -104,6 +104,38 @@ def test_monitor_train_adds_training_cost_and_accuracy(tmp_path):
     assert {"train_cost", "train_accuracy", "validation_cost", "test_cost", "eta", "seconds"} <= set(record)
 
 
+CH5_NET = [{"type": "dense", "units": 30, "activation": "sigmoid"}] * 3 + \
+    [{"type": "dense", "units": 10, "activation": "sigmoid"}]
+
+
+def test_layer_speed_is_recorded_from_the_weights_each_epoch_starts_with(tmp_path):
+    """Chapter 5: with 3 hidden sigmoid layers the first learns slowest and the last fastest,
+    and epoch 1's record is the initial network's speed (500 full-batch steps, in small)."""
+    cfg = make_config(CH5_NET, data={"train_size": 1000}, model={"init": "network2"}, seed=2,
+                      training={"cost": "cross-entropy", "epochs": 3, "batch_size": 1000, "eta": 0.1,
+                                "lambda": 5.0, "l2": "network2", "monitor_layer_speed": 1000})
+    run, _ = run_config(cfg, tmp_path)
+    speeds = [r["layer_speed"] for r in run.read_metrics()]
+    assert len(speeds) == 3 and all(len(s) == 3 for s in speeds)  # hidden layers only
+    assert speeds[0] != speeds[1] != speeds[2]  # measured anew every epoch
+
+    exp = train.prepare(cfg)
+    seeds = train.Seeds.from_seed(cfg["seed"])
+    model = train.build_model(exp, train.init_params(exp.spec, "network2", seeds.init), seeds)
+    x, y = exp.dataset.train.x[:1000], exp.dataset.train.y[:1000]
+    _, grads = model.loss_and_grads(x, y)
+    expected = [float(np.linalg.norm(grads[f"{i}.b"])) for i in range(3)]
+    np.testing.assert_allclose(speeds[0], expected, rtol=1e-6)
+    assert expected[0] < expected[1] < expected[2]  # the vanishing gradient
+    assert "speed " in (run.path / "train.log").read_text()
+
+
+def test_layer_speed_on_more_images_than_the_training_set_is_a_config_error():
+    cfg = make_config(data={"train_size": 100}, training={"monitor_layer_speed": 1000})
+    with pytest.raises(ConfigError, match="training.monitor_layer_speed.*1000.*100"):
+        train.prepare(cfg)
+
+
 def test_divergence_stops_the_run_and_keeps_the_best_checkpoint(tmp_path):
     cfg = make_config([{"type": "dense", "units": 30, "activation": "linear"}, {"type": "softmax", "units": 10}],
                       data={"train_size": 200}, training={"epochs": 5, "eta": 1e6}, model={"init": "large"})
