@@ -78,6 +78,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": Field(int, 10, min=1),
         "eta": Field(float, 0.1, min=0.0, min_exclusive=True),
         "lambda": Field(float, 0.0, min=0.0),
+        "l1": Field(float, 0.0, min=0.0),
         "l2": Field(str, "network3", choices=L2_FORMS),
         "optimizer": Field(str, "sgd", choices=OPTIMIZERS),
         "momentum": Field(float, 0.9, min=0.0, max=1.0, max_exclusive=True),

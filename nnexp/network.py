@@ -178,18 +178,24 @@ def init_params(spec: NetworkSpec, init: str, rng: np.random.Generator) -> dict[
     return params
 
 
-def l2_coefficient(form: str, lmbda: float, n_train: int, batch_size: int) -> float:
-    """The c in the penalty ``0.5 * c * sum ||W||^2`` added to the mean mini-batch cost.
+def penalty_scale(form: str, n_train: int, batch_size: int) -> float:
+    """What a penalty strength (lambda) is multiplied by before it meets the mean mini-batch
+    cost, in each code base's form (`training.l2`):
 
-    network2 (chapter 3): C = C0 + lmbda/(2n) sum w^2, so c = lmbda/n.
+    network2 (chapter 3): C = C0 + lmbda/(2n) sum w^2, and C0 + (lmbda/n) sum |w| for L1: 1/n.
     network3 (chapter 6): cost + 0.5*lmbda*sum||W||^2 / num_training_batches, and
-    num_training_batches = n/m, so c = lmbda*m/n: m times stronger than network2's.
-    plain (Saitoh): loss + 0.5*lmbda*sum||W||^2, so c = lmbda, whatever n and m.
+    num_training_batches = n/m: m/n, m times stronger than network2's.
+    plain (Saitoh): loss + 0.5*lmbda*sum||W||^2, whatever n and m: 1.
     """
     if form == "plain":
-        return lmbda
+        return 1.0
     if form == "network2":
-        return lmbda / n_train
+        return 1.0 / n_train
     if form == "network3":
-        return lmbda * batch_size / n_train
+        return batch_size / n_train
     raise ValueError(f"unknown L2 form {form!r}")
+
+
+def l2_coefficient(form: str, lmbda: float, n_train: int, batch_size: int) -> float:
+    """The c in the penalty ``0.5 * c * sum ||W||^2`` added to the mean mini-batch cost."""
+    return lmbda * penalty_scale(form, n_train, batch_size)

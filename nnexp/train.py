@@ -25,7 +25,7 @@ from nnexp import backends
 from nnexp.backends import Backend, Model, Objective, Optimizer
 from nnexp.data import Dataset, load_dataset
 from nnexp.errors import ConfigError, RunFailed
-from nnexp.network import NetworkSpec, build_spec, init_params, l2_coefficient
+from nnexp.network import NetworkSpec, build_spec, init_params, penalty_scale
 from nnexp.runs import Run, environment
 
 ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
@@ -119,7 +119,8 @@ def prepare(cfg: dict, *, data_dir=None) -> Experiment:
 def build_model(exp: Experiment, params: dict[str, np.ndarray], seeds: Seeds) -> Model:
     tr = exp.config["training"]
     n = len(exp.dataset.train.y)
-    objective = Objective(tr["cost"], l2_coefficient(tr["l2"], tr["lambda"], n, tr["batch_size"]))
+    scale = penalty_scale(tr["l2"], n, tr["batch_size"])
+    objective = Objective(tr["cost"], l2=tr["lambda"] * scale, l1=tr["l1"] * scale)
     optimizer = Optimizer(tr["optimizer"], momentum=tr["momentum"], rmsprop_decay=tr["rmsprop_decay"],
                           beta1=tr["beta1"], beta2=tr["beta2"])
     return exp.backend.build(exp.spec, params, objective, optimizer,

@@ -67,3 +67,22 @@ def test_train_epoch_learns_reports_progress_and_keeps_state(model):
     state = model.get_state()
     assert any(k.startswith("velocity.") and np.any(v != 0) for k, v in state.items()
                if isinstance(v, np.ndarray)), "momentum buffers are part of the state"
+
+
+def test_torch_backend_fixes_the_cublas_workspace_before_any_cuda_work(monkeypatch):
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, at the process's first matrix multiply, so
+    the torch backend sets it on import; a deterministic CUDA build with a value cuBLAS cannot
+    make reproducible is refused before any CUDA work, not deep inside training."""
+    pytest.importorskip("torch")
+    import os
+
+    from nnexp.backends import torch as torch_backend
+
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in torch_backend.DETERMINISTIC_CUBLAS
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0")
+    backend = backends.get("torch")
+    monkeypatch.setattr(type(backend), "resolve_device", lambda self, device: "cuda")
+    spec = build_spec(LAYERS, SHAPE)
+    params = init_params(spec, "network3", np.random.default_rng(0))
+    with pytest.raises(BackendError, match="CUBLAS_WORKSPACE_CONFIG set to :4096:8 or :16:8, not ':0:0'"):
+        backend.build(spec, params, Objective("log-likelihood"), device="cuda", deterministic=True)

@@ -2,7 +2,7 @@
 
 Both models get the same parameters; forward outputs, costs, gradients and the parameters
 after a training epoch must agree to 1e-6 relative, for every layer type, activation, cost,
-L2 coefficient, optimiser and dropout. Dropout masks are shared by making the torch model
+penalty (L2 forms, L1), optimiser and dropout. Dropout masks are shared by making the torch model
 draw them from the NumPy generator the NumPy model uses (`TorchModel.use_numpy_masks`).
 Images are 12x12 here: the maths does not care, and the whole file stays fast.
 """
@@ -55,17 +55,18 @@ NETS = {  # id: (layers, cost)
     "dropout": ([conv(4, 3, "relu", pool=2), dense(20, "relu", dropout=0.5), softmax(dropout=0.3)],
                 "log-likelihood"),
 }
-L2 = {"none": 0.0,
-      "network2": l2_coefficient("network2", lmbda=5.0, n_train=40, batch_size=8),
-      "network3": l2_coefficient("network3", lmbda=1.0, n_train=40, batch_size=8)}
+PENALTIES = {"none": {},  # Objective's l2 and l1 coefficients
+             "l2-network2": {"l2": l2_coefficient("network2", lmbda=5.0, n_train=40, batch_size=8)},
+             "l2-network3": {"l2": l2_coefficient("network3", lmbda=1.0, n_train=40, batch_size=8)},
+             "l1": {"l1": 0.01}}
 
 
-def make_pair(net: str, l2: float = 0.0, optimizer: Optimizer = Optimizer(), dtype: str = "float64"):
+def make_pair(net: str, penalty: str = "none", optimizer: Optimizer = Optimizer(), dtype: str = "float64"):
     """(numpy model, torch model, params, spec) with identical parameters and mask streams."""
     layers, cost = NETS[net]
     spec = build_spec(layers, INPUT)
     params = init_params(spec, "network2", np.random.default_rng(0))
-    objective = Objective(cost, l2)
+    objective = Objective(cost, **PENALTIES[penalty])
     ref = backends.get("numpy").build(spec, params, objective, optimizer, dtype=dtype, seed=SEED)
     model = backends.get("torch").build(spec, params, objective, optimizer, dtype=dtype,
                                         device="cpu", seed=SEED)
@@ -82,10 +83,10 @@ def close(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("l2", L2.values(), ids=L2.keys())
+@pytest.mark.parametrize("penalty", PENALTIES)
 @pytest.mark.parametrize("net", NETS)
-def test_inference_and_gradients_match(net, l2):
-    ref, model, _, _ = make_pair(net, l2)
+def test_inference_and_gradients_match(net, penalty):
+    ref, model, _, _ = make_pair(net, penalty)
     x, y = data()
     close(model.predict(x), ref.predict(x))  # dropout nets: inference scales by 1-p, exactly
     close(model.evaluate(x, y), ref.evaluate(x, y))
@@ -106,11 +107,11 @@ OPTIMIZERS = {"sgd": (Optimizer("sgd"), 0.5), "momentum": (Optimizer("momentum",
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("l2", L2.values(), ids=L2.keys())
+@pytest.mark.parametrize("penalty", PENALTIES)
 @pytest.mark.parametrize("net", NETS)
-def test_train_epoch_matches(net, l2, optimizer):
+def test_train_epoch_matches(net, penalty, optimizer):
     optimizer, eta = OPTIMIZERS[optimizer]
-    ref, model, _, _ = make_pair(net, l2, optimizer)
+    ref, model, _, _ = make_pair(net, penalty, optimizer)
     x, y = data()
     batches = np.random.default_rng(2).permutation(len(y))[:24].reshape(3, 8)
     for scale in (1.0, 0.5):  # two epochs: buffers carry over, masks keep their stream
@@ -134,7 +135,7 @@ def test_float32_agrees_loosely():
 
 
 def test_gradcheck():
-    _, model, params, spec = make_pair("dropout", l2=L2["network3"])
+    _, model, params, spec = make_pair("dropout", "l2-network3")
     model.use_numpy_masks(None)  # the torch generator, reseeded per call by dropout_seed
     rng = np.random.default_rng(5)
     x, y = rng.random((4, *spec.input_shape)), rng.integers(0, 10, size=4)

@@ -19,10 +19,12 @@ from nnexp.network import NetworkSpec
 
 @dataclass(frozen=True)
 class Objective:
-    """What is minimised: the mean mini-batch `cost` plus ``0.5 * l2 * sum ||W||^2``."""
+    """What is minimised: the mean mini-batch `cost` plus ``0.5 * l2 * sum ||W||^2`` plus
+    ``l1 * sum |W|``, over the weights of every layer (never biases)."""
 
     cost: str  # log-likelihood | cross-entropy | quadratic
-    l2: float = 0.0  # already resolved from lambda, the L2 form, n and m (network.l2_coefficient)
+    l2: float = 0.0  # already resolved from lambda, the penalty form, n and m (network.penalty_scale)
+    l1: float = 0.0  # likewise, from training.l1; its gradient uses sign(0) = 0
 
 
 # The buffers each optimiser keeps per parameter, named as they appear in checkpoints

@@ -84,13 +84,16 @@ class NumpyModel(Model):
             grad = layer.backward(grad)
 
     def _step(self, eta: float) -> None:
-        l2, optimizer = self.objective.l2, self.optimizer
+        l2, l1, optimizer = self.objective.l2, self.objective.l1, self.optimizer
         self.steps += 1
         eta = optimizer.step_size(eta, self.steps)
         for name, (layer, key) in self.slots.items():
             w, g = layer.params[key], layer.grads[key]
-            if l2 and key == "w":
-                g += l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
+            if key == "w":
+                if l2:
+                    g += l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
+                if l1:
+                    g += l1 * np.sign(w)  # gradient of l1*sum|W|, with sign(0) = 0
             optimizer.update(w, g, self.buffers[name], eta)
 
     @np.errstate(over="ignore", invalid="ignore")  # a diverging run is reported by the loop
@@ -113,13 +116,17 @@ class NumpyModel(Model):
             self._backward(y)
         finally:
             self.rng.bit_generator.state = saved
-        grads = {}
+        grads, l2, l1 = {}, self.objective.l2, self.objective.l1
         for name, (layer, key) in self.slots.items():
             g = layer.grads[key]
-            if self.objective.l2 and key == "w":
+            if key == "w":
                 w = layer.params[key]
-                loss += 0.5 * self.objective.l2 * float(np.sum(w.astype(np.float64) ** 2))
-                g = g + self.objective.l2 * w
+                if l2:
+                    loss += 0.5 * l2 * float(np.sum(w.astype(np.float64) ** 2))
+                    g = g + l2 * w
+                if l1:
+                    loss += l1 * float(np.sum(np.abs(w.astype(np.float64))))
+                    g = g + l1 * np.sign(w)
             grads[name] = layer.canonical(key, g).astype(np.float64)
         return loss, grads
 

@@ -17,6 +17,11 @@ from nnexp.errors import BackendError
 from nnexp.network import NetworkSpec
 
 DEVICES = ("auto", "cpu", "cuda")
+# Reproducible cuBLAS sums need a fixed workspace, and cuBLAS reads this variable once, at
+# the first matrix multiply in the process: it must be set before any CUDA work, so here,
+# when the torch backend is first imported, not when a deterministic model is built.
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS[0])
 
 
 class TorchBackend(Backend):
@@ -63,16 +68,18 @@ class TorchBackend(Backend):
 
         resolved = self.resolve_device(device)
         if deterministic:
-            # Process-wide, as torch offers it. cuBLAS needs a fixed workspace for
-            # reproducible sums; setting it is harmless where CUDA is already initialised
-            # with one, and where it is not yet initialised it takes effect.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
+            workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+            if resolved == "cuda" and workspace not in DETERMINISTIC_CUBLAS:
+                raise BackendError(f"deterministic CUDA runs need CUBLAS_WORKSPACE_CONFIG set to "
+                                   f"{' or '.join(DETERMINISTIC_CUBLAS)}, not {workspace!r}")
+            torch.use_deterministic_algorithms(True)  # process-wide, as torch offers it
             torch.backends.cudnn.benchmark = False
         if resolved == "cuda":
             # float32 means IEEE float32 on every device. cuDNN would otherwise run float32
             # convolutions in TF32 (10-bit mantissa), a silent precision change between the
-            # CPU and the GPU. Process-wide, as torch offers it.
-            torch.backends.cudnn.conv.fp32_precision = "ieee"
-            torch.backends.cuda.matmul.fp32_precision = "ieee"
+            # CPU and the GPU. Process-wide, as torch offers it. The older allow_tf32 flags,
+            # not fp32_precision: setting the newer one makes torch refuse every later read
+            # of the older (torch.compile and cudnn.flags() read them).
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         return TorchModel(spec, params, objective, optimizer, dtype, resolved, seed)

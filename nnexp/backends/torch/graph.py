@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # model.py imports this module
 WARMUP_STEPS = 3  # as the CUDA-graph docs advise: lazy init (cuBLAS handles, cuDNN plans) must precede capture
 
 
+class CaptureFailed(RuntimeError):
+    """The step could not be captured (an operation that is not graph-safe): train eagerly."""
+
+
 class GraphedStep:
     """`model.step` on static buffers, captured once for one batch size."""
 
@@ -41,22 +45,33 @@ class GraphedStep:
         device, dtype = model.device, model.dtype
         self.x = torch.zeros((batch_size, *model.spec.input_shape), dtype=dtype, device=device)
         self.y = torch.zeros(batch_size, dtype=torch.int64, device=device)
-        self.eta = torch.zeros((), dtype=dtype, device=device)
+        # float64 whatever the model's dtype: the eager step multiplies by a Python float, and
+        # a 0-d tensor does not change the result's dtype, so both round alike
+        self.eta = torch.zeros((), dtype=torch.float64, device=device)
         self.eta_value: float | None = None
         self.graph = torch.cuda.CUDAGraph()
         self.graph.register_generator_state(model.generator)
         # Warm-up steps really update the parameters (capture itself runs nothing): keep a
         # copy of everything they touch and put it back afterwards.
         saved = _snapshot(model)
+        main = torch.cuda.current_stream(device)
         side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
+        side.wait_stream(main)
         try:
+            # An error here is a real one (a bug, out of memory): it propagates.
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_STEPS):
                     model.step(self.x, self.y, self.eta)
-            torch.cuda.current_stream(device).wait_stream(side)
-            with torch.cuda.graph(self.graph):
-                model.step(self.x, self.y, self.eta)
+            main.wait_stream(side)
+            try:
+                with torch.cuda.graph(self.graph):
+                    model.step(self.x, self.y, self.eta)
+            except RuntimeError as exc:
+                # A failed capture_end leaves the thread on the capture stream: go back.
+                torch.cuda.set_stream(main)
+                torch.cuda.synchronize(device)
+                raise CaptureFailed(str(exc).strip().splitlines()[0] if str(exc).strip()
+                                    else type(exc).__name__) from exc
         finally:
             torch.cuda.current_stream(device).wait_stream(side)
             _restore(model, saved)
@@ -80,8 +95,8 @@ def graphed_step(model: TorchModel, batch_size: int) -> GraphedStep | None:
         model.graph = None
         try:
             model.graph = GraphedStep(model, batch_size)
-        except RuntimeError as exc:
-            model.graph_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except CaptureFailed as exc:
+            model.graph_error = str(exc)
             warnings.warn(f"CUDA graph capture failed, training eagerly: {model.graph_error}",
                           RuntimeWarning, stacklevel=3)
     return model.graph

@@ -1,8 +1,9 @@
 """The torch model: the NumPy backend's network and update rule, with autograd and a device.
 
 Semantics are the NumPy model's, step for step: the same parameter names and layouts, the
-same objective (mean batch cost + 0.5 * l2 * sum ||W||^2), the same `_step` arithmetic
-(g + l2 w, then `Optimizer.update`), dropout masks drawn per dense layer in forward order.
+same objective (mean batch cost + 0.5 * l2 * sum ||W||^2 + l1 * sum |W|), the same `_step`
+arithmetic (g + l2 w + l1 sign(w), then `Optimizer.update`), dropout masks drawn per dense
+layer in forward order.
 What differs is where the arrays live: the training images are uploaded to the device once
 and kept (cached by array identity), each epoch's index matrix crosses once, and mini-batches
 are gathered on the device. On CUDA, `data.augment`'s per-epoch images are made there too
@@ -146,16 +147,19 @@ class TorchModel(Model):
         return cost_sum(self.objective.cost, z, a, y) / x.shape[0]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, eta: float | torch.Tensor) -> None:
-        """One update on a batch, as `NumpyModel._step`: g += l2 w (weights only), then
-        `Optimizer.update`. `eta` may be a 0-d device tensor (the graph's)."""
-        l2, optimizer = self.objective.l2, self.optimizer
+        """One update on a batch, as `NumpyModel._step`: g += l2 w + l1 sign(w) (weights
+        only), then `Optimizer.update`. `eta` may be a 0-d device tensor (the graph's)."""
+        l2, l1, optimizer = self.objective.l2, self.objective.l1, self.optimizer
         grads = torch.autograd.grad(self._data_loss(x, y), list(self.params.values()))
         with torch.no_grad():
             self.steps += 1
             eta = optimizer.step_size(eta, self.steps)
             for (name, w), g in zip(self.params.items(), grads):
-                if l2 and name.endswith(".w"):
-                    g = g + l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
+                if name.endswith(".w"):
+                    if l2:
+                        g = g + l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
+                    if l1:
+                        g = g + l1 * torch.sign(w)  # gradient of l1*sum|W|, sign(0) = 0
                 optimizer.update(w, g, self.buffers[name], eta)
 
     def _eager_step(self, xs: torch.Tensor, ys: torch.Tensor, rows: torch.Tensor, eta: float) -> None:
@@ -194,12 +198,16 @@ class TorchModel(Model):
         finally:
             self.generator.set_state(saved_torch)
             self.numpy_masks = saved_numpy
-        loss, l2, out = float(loss_t.detach()), self.objective.l2, {}
+        loss, l2, l1, out = float(loss_t.detach()), self.objective.l2, self.objective.l1, {}
         with torch.no_grad():
             for (name, w), g in zip(self.params.items(), grads):
-                if l2 and name.endswith(".w"):
-                    loss += 0.5 * l2 * float(torch.sum(w.double() ** 2))
-                    g = g + l2 * w
+                if name.endswith(".w"):
+                    if l2:
+                        loss += 0.5 * l2 * float(torch.sum(w.double() ** 2))
+                        g = g + l2 * w
+                    if l1:
+                        loss += l1 * float(torch.sum(w.double().abs()))
+                        g = g + l1 * torch.sign(w)
                 out[name] = g.cpu().numpy().astype(np.float64)
         return loss, out
 
