@@ -70,6 +70,7 @@ SCHEMA: dict[str, Any] = {
     },
     "model": {
         "init": Field(str, "network3", choices=INITS),
+        "init_std": Field(float, 0.01, min=0.0, min_exclusive=True),
         "layers": Field(list, REQUIRED),
     },
     "training": {
@@ -98,6 +99,7 @@ LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
         "units": Field(int, REQUIRED, min=1),
         "activation": Field(str, "sigmoid", choices=ACTIVATIONS),
         "dropout": _fraction(),
+        "batch_norm": Field(bool, False),
     },
     "conv": {
         "filters": Field(int, REQUIRED, min=1),
@@ -300,6 +302,9 @@ def _check_layers(layers: list) -> list[dict]:
 def _check_consistency(cfg: dict) -> None:
     """Checks across keys: the output layer must suit the cost; a schedule needs a plateau rule."""
     training = cfg["training"]
+    if cfg["model"]["init_std"] != 0.01 and cfg["model"]["init"] != "small":
+        raise ConfigError("model.init_std", f"only the small init uses it, not "
+                          f"{cfg['model']['init']!r}; set model.init: small")
     if training["schedule"] == "halve-on-plateau" and training["early_stopping"]["patience"] is None:
         raise ConfigError("training.schedule", "halve-on-plateau halves eta after "
                           "training.early_stopping.patience epochs without improvement; set a patience")

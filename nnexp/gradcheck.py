@@ -50,8 +50,8 @@ def check_model(model: Model, params: dict[str, np.ndarray], x: np.ndarray, y: n
     model.set_params(params)
     _, grads = model.loss_and_grads(x, y, dropout_seed)
     results = []
-    for name, value in params.items():
-        flat = value.reshape(-1)
+    for name in grads:  # the trainable parameters (batch-norm statistics have no gradient)
+        flat = params[name].reshape(-1)
         count = flat.size if max_entries is None else min(flat.size, max_entries)
         entries = rng.choice(flat.size, size=count, replace=False)
         numeric = np.empty(count)
@@ -69,7 +69,7 @@ def check_model(model: Model, params: dict[str, np.ndarray], x: np.ndarray, y: n
         analytic = grads[name].reshape(-1)[entries]
         errors = relative_error(analytic, numeric)
         k = int(np.argmax(errors))
-        results.append(ParamCheck(name, value.shape, count, float(errors[k]),
+        results.append(ParamCheck(name, params[name].shape, count, float(errors[k]),
                                   float(analytic[k]), float(numeric[k])))
     return results
 
@@ -84,7 +84,7 @@ def gradcheck(cfg: dict, *, examples: int = 3, max_entries: int | None = 30,
     backend = backends.get(cfg["backend"])
     spec = build_spec(cfg["model"]["layers"])
     rng = np.random.default_rng(cfg["seed"])
-    params = init_params(spec, cfg["model"]["init"], rng)
+    params = init_params(spec, cfg["model"]["init"], rng, cfg["model"]["init_std"])
     if cfg["model"]["init"] == "network3":
         # network3 starts the softmax layer at zero, where every input gradient through it
         # vanishes; a small random start exercises the whole chain.

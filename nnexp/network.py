@@ -6,6 +6,10 @@ on every backend. Parameters are plain arrays named ``"<layer index>.w"`` / ``"<
 
 - dense and softmax: ``w`` is (n_in, n_out), ``b`` is (n_out,)
 - conv: ``w`` is (filters, channels, size, size), ``b`` is (filters,)
+- a dense layer with batch normalisation has ``gamma`` and ``beta`` (n_out,) instead of
+  ``b`` (normalising would cancel any bias exactly; beta is the bias), and ``running_mean``
+  and ``running_var`` (n_out,), which training updates but no optimiser touches: they travel
+  with the parameters because inference needs them
 
 Images are (channels, height, width); a dense layer after a conv layer sees them flattened
 in that order, so checkpoints mean the same thing to every backend.
@@ -21,6 +25,12 @@ import numpy as np
 from nnexp.errors import ConfigError
 
 INPUT_SHAPE = (1, 28, 28)  # every dataset nnexp reads is 28x28 greyscale
+BUFFERS = ("running_mean", "running_var")  # batch-norm statistics: stored, never trained
+# Batch normalisation as in Saitoh's BatchNormalization layer: normalise z = x W + b by the
+# mini-batch mean and (biased) variance, eps inside the square root; inference uses running
+# averages updated as r <- 0.9 r + 0.1 batch value.
+BN_EPS = 1e-6
+BN_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class LayerSpec:
     dropout: float = 0.0
     size: int = 0
     pool: int = 1
+    batch_norm: bool = False
 
     @property
     def n_in(self) -> int:
@@ -45,7 +56,11 @@ class LayerSpec:
         return prod(self.out_shape)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every stored array of the layer, batch-norm statistics included."""
         if self.type in ("dense", "softmax"):
+            if self.batch_norm:
+                return {"w": (self.n_in, self.n_out),
+                        **{key: (self.n_out,) for key in ("gamma", "beta", *BUFFERS)}}
             return {"w": (self.n_in, self.n_out), "b": (self.n_out,)}
         if self.type == "conv":
             filters, channels = self.out_shape[0], self.in_shape[0]
@@ -60,8 +75,9 @@ class LayerSpec:
         if self.type == "pool":
             return f"maxpool {self.size} -> {shape}"
         drop = f", dropout {self.dropout:g}" if self.dropout else ""
+        norm = ", batch norm" if self.batch_norm else ""
         act = "softmax" if self.type == "softmax" else self.activation
-        return f"{self.type} {self.n_in}->{self.n_out}, {act}{drop}"
+        return f"{self.type} {self.n_in}->{self.n_out}{norm}, {act}{drop}"
 
 
 @dataclass(frozen=True)
@@ -70,13 +86,20 @@ class NetworkSpec:
     layers: tuple[LayerSpec, ...]
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every parameter's name and shape, in layer order, ``w`` before ``b``."""
+        """Every stored array's name and shape, in layer order, ``w`` before ``b``: what a
+        checkpoint holds, batch-norm statistics included."""
         return {f"{layer.index}.{name}": shape
                 for layer in self.layers for name, shape in layer.param_shapes().items()}
 
     @property
+    def trainable_names(self) -> list[str]:
+        """The parameters an optimiser updates and gradients exist for."""
+        return [name for name in self.param_shapes() if name.split(".", 1)[1] not in BUFFERS]
+
+    @property
     def n_params(self) -> int:
-        return sum(prod(shape) for shape in self.param_shapes().values())
+        shapes = self.param_shapes()
+        return sum(prod(shapes[name]) for name in self.trainable_names)
 
     @property
     def num_classes(self) -> int:
@@ -123,7 +146,7 @@ def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -
             out = (layer["units"],)
             activation = "softmax" if kind == "softmax" else layer["activation"]
             specs.append(LayerSpec(i, kind, shape, out, activation=activation,
-                                   dropout=layer["dropout"]))
+                                   dropout=layer["dropout"], batch_norm=layer.get("batch_norm", False)))
         shape = out
     return NetworkSpec(tuple(input_shape), tuple(specs))
 
@@ -132,7 +155,7 @@ def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -
 # Initialisation
 
 
-def _weight_sd(layer: LayerSpec, init: str) -> float:
+def _weight_sd(layer: LayerSpec, init: str, small_std: float = 0.01) -> float:
     """Standard deviation of a layer's initial weights under the named scheme."""
     fan_in = layer.n_in if layer.type != "conv" else layer.in_shape[0] * layer.size ** 2
     if init == "network3":
@@ -150,12 +173,13 @@ def _weight_sd(layer: LayerSpec, init: str) -> float:
         return float(np.sqrt(1.0 / fan_in))
     if init == "he":
         return float(np.sqrt(2.0 / fan_in))
-    if init == "small":
-        return 0.01
+    if init == "small":  # Saitoh's weight_init_std
+        return small_std
     raise ValueError(f"unknown init {init!r}")
 
 
-def init_params(spec: NetworkSpec, init: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def init_params(spec: NetworkSpec, init: str, rng: np.random.Generator,
+                small_std: float = 0.01) -> dict[str, np.ndarray]:
     """Initial parameters (float64), drawn layer by layer, ``w`` then ``b``.
 
     network3, network2 and large draw biases from N(0, 1), as the book does; the modern
@@ -168,11 +192,18 @@ def init_params(spec: NetworkSpec, init: str, rng: np.random.Generator) -> dict[
         shapes = layer.param_shapes()
         if not shapes:
             continue
+        if layer.batch_norm:  # w as usual; gamma 1 and beta 0: the identity; stats of N(0, 1)
+            n = layer.n_out
+            params[f"{layer.index}.w"] = rng.normal(0.0, _weight_sd(layer, init, small_std), size=shapes["w"])
+            params.update({f"{layer.index}.gamma": np.ones(n), f"{layer.index}.beta": np.zeros(n),
+                           f"{layer.index}.running_mean": np.zeros(n),
+                           f"{layer.index}.running_var": np.ones(n)})
+            continue
         w_shape, b_shape = shapes["w"], shapes["b"]
         if init == "network3" and layer.type == "softmax":
             w, b = np.zeros(w_shape), np.zeros(b_shape)
         else:
-            w = rng.normal(0.0, _weight_sd(layer, init), size=w_shape)
+            w = rng.normal(0.0, _weight_sd(layer, init, small_std), size=w_shape)
             b = rng.normal(0.0, 1.0, size=b_shape) if book_biases else np.zeros(b_shape)
         params[f"{layer.index}.w"], params[f"{layer.index}.b"] = w, b
     return params

@@ -161,7 +161,9 @@ def start(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
 
 def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None) -> dict:
     seeds = Seeds.from_seed(exp.config["seed"])
-    model = build_model(exp, init_params(exp.spec, exp.config["model"]["init"], seeds.init), seeds)
+    model_cfg = exp.config["model"]
+    params = init_params(exp.spec, model_cfg["init"], seeds.init, model_cfg["init_std"])
+    model = build_model(exp, params, seeds)
     state = LoopState(eta=exp.config["training"]["eta"])
     return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
 
@@ -216,10 +218,11 @@ def _evaluate(exp: Experiment, model: Model, x_train: np.ndarray) -> dict:
 
 def layer_speeds(exp: Experiment, model: Model, x: np.ndarray, y: np.ndarray) -> list[float]:
     """Nielsen's "speed of learning" of each hidden layer (chapter 5): the Euclidean norm of
-    the mean of dC/db over the images x. Dropout, where a net has it, uses fixed masks."""
+    the mean of dC/db over the images x (dC/dbeta for a batch-normalised layer, whose beta is
+    its bias). Dropout, where a net has it, uses fixed masks."""
     _, grads = model.loss_and_grads(x, y, dropout_seed=0)
-    return [float(np.linalg.norm(grads[f"{layer.index}.b"]))
-            for layer in exp.spec.layers[:-1] if "b" in layer.param_shapes()]
+    return [float(np.linalg.norm(grads[f"{layer.index}.{'beta' if layer.batch_norm else 'b'}"]))
+            for layer in exp.spec.layers[:-1] if layer.param_shapes()]
 
 
 def _summary(exp: Experiment, run: Run, state: LoopState, status: str) -> dict:

@@ -23,10 +23,11 @@ class NumpyModel(Model):
         # name -> (layer, key): the one map between portable names and working arrays
         self.slots = {f"{layer.spec.index}.{key}": (layer, key)
                       for layer in self.layers for key in layer.spec.param_shapes()}
+        self.trainable = {name: self.slots[name] for name in spec.trainable_names}
         self.set_params(params)
         # name -> {buffer: array}, in the layer's working layout like the parameter itself
         self.buffers = {name: {b: np.zeros_like(self._param(name)) for b in optimizer.buffers}
-                        for name in self.slots}
+                        for name in self.trainable}
         self.steps = 0  # updates made so far (Adam's t)
 
     # --- parameters ---------------------------------------------------------------------------
@@ -52,13 +53,13 @@ class NumpyModel(Model):
 
     def get_state(self) -> dict:
         state = {f"{b}.{name}": layer.canonical(key, self.buffers[name][b])
-                 for name, (layer, key) in self.slots.items() for b in self.optimizer.buffers}
+                 for name, (layer, key) in self.trainable.items() for b in self.optimizer.buffers}
         state["optimizer.step"] = np.array(self.steps, dtype=np.int64)
         state["rng"] = self.rng.bit_generator.state
         return state
 
     def set_state(self, state: dict) -> None:
-        for name, (layer, key) in self.slots.items():
+        for name, (layer, key) in self.trainable.items():
             for b in self.optimizer.buffers:
                 self.buffers[name][b] = np.ascontiguousarray(
                     layer.internal(key, np.asarray(state[f"{b}.{name}"])), dtype=self.dtype)
@@ -87,7 +88,7 @@ class NumpyModel(Model):
         l2, l1, optimizer = self.objective.l2, self.objective.l1, self.optimizer
         self.steps += 1
         eta = optimizer.step_size(eta, self.steps)
-        for name, (layer, key) in self.slots.items():
+        for name, (layer, key) in self.trainable.items():
             w, g = layer.params[key], layer.grads[key]
             if key == "w":
                 if l2:
@@ -109,6 +110,8 @@ class NumpyModel(Model):
                        dropout_seed: int = 0) -> tuple[float, dict[str, np.ndarray]]:
         saved = self.rng.bit_generator.state
         self.rng.bit_generator.state = np.random.default_rng(dropout_seed).bit_generator.state
+        for layer in self.layers:  # a gradient is not a training step: batch-norm stats stay
+            layer.update_stats = False
         try:
             a = self._forward(x, train=True)
             out = self.layers[-1]
@@ -116,8 +119,10 @@ class NumpyModel(Model):
             self._backward(y)
         finally:
             self.rng.bit_generator.state = saved
+            for layer in self.layers:
+                layer.update_stats = True
         grads, l2, l1 = {}, self.objective.l2, self.objective.l1
-        for name, (layer, key) in self.slots.items():
+        for name, (layer, key) in self.trainable.items():
             g = layer.grads[key]
             if key == "w":
                 w = layer.params[key]

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from nnexp.backends.numpy.functional import activate, activation_grad, softmax
-from nnexp.network import LayerSpec
+from nnexp.network import BN_EPS, BN_MOMENTUM, LayerSpec
 
 
 class Layer:
@@ -26,6 +26,7 @@ class Layer:
         self.need_dx = need_dx  # False for the first layer: saves col2im and a matmul per step
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.update_stats = True  # batch norm: off while the model takes a gradient only
 
     def canonical(self, name: str, value: np.ndarray) -> np.ndarray:
         """A parameter in the portable layout of `nnexp.network` (a copy)."""
@@ -44,7 +45,9 @@ class Dense(Layer):
 
     Training multiplies x by a Bernoulli(1-p) mask; inference uses (1-p) x instead, so the
     expected input is the same (not "inverted" dropout). A softmax layer is a Dense layer
-    whose f is the softmax.
+    whose f is the softmax. With batch normalisation, f is applied to
+    gamma * (z - mean) / sqrt(var + eps) + beta: the mini-batch's statistics in training,
+    the running averages in inference.
     """
 
     def __init__(self, spec: LayerSpec, need_dx: bool, rng: np.random.Generator):
@@ -64,14 +67,46 @@ class Dense(Layer):
             else:
                 x = x * x.dtype.type(self.keep)
         self.x = x
-        z = x @ self.params["w"] + self.params["b"]  # (B, n_out)
+        if self.spec.batch_norm:  # beta is the bias
+            z = self._normalise(x @ self.params["w"], train)
+        else:
+            z = x @ self.params["w"] + self.params["b"]  # (B, n_out)
         self.z = z
         self.a = softmax(z) if self.spec.type == "softmax" else activate(self.spec.activation, z)
         return self.a
 
+    def _normalise(self, z: np.ndarray, train: bool) -> np.ndarray:
+        p = self.params
+        if train:
+            mean = z.mean(axis=0)
+            centred = z - mean
+            var = (centred * centred).mean(axis=0)
+            std = np.sqrt(var + BN_EPS)
+            if self.update_stats:
+                for key, value in (("running_mean", mean), ("running_var", var)):
+                    p[key] *= BN_MOMENTUM
+                    p[key] += (1.0 - BN_MOMENTUM) * value
+        else:
+            centred, std = z - p["running_mean"], np.sqrt(p["running_var"] + BN_EPS)
+        self.normalised, self.std = centred / std, std
+        return p["gamma"] * self.normalised + p["beta"]
+
+    def _normalise_backward(self, dz: np.ndarray) -> np.ndarray:
+        """The gradient through the batch statistics: every example's normalised value
+        depends on the whole batch through its mean and variance."""
+        xn = self.normalised
+        self.grads["gamma"] = (dz * xn).sum(axis=0)
+        self.grads["beta"] = dz.sum(axis=0)
+        dxn = dz * self.params["gamma"]
+        n = len(dz)
+        return (dxn - dxn.sum(axis=0) / n - xn * ((dxn * xn).sum(axis=0) / n)) / self.std
+
     def backward_z(self, dz: np.ndarray) -> np.ndarray | None:
+        if self.spec.batch_norm:
+            dz = self._normalise_backward(dz)
+        else:
+            self.grads["b"] = dz.sum(axis=0)
         self.grads["w"] = self.x.T @ dz  # (n_in, n_out)
-        self.grads["b"] = dz.sum(axis=0)
         if not self.need_dx:
             return None
         dx = dz @ self.params["w"].T  # (B, n_in)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from nnexp.network import NetworkSpec
+from nnexp.network import BN_EPS, BN_MOMENTUM, NetworkSpec
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -28,11 +28,13 @@ MaskFn = Callable[[tuple[int, ...], float], torch.Tensor]
 
 
 def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
-            mask: MaskFn | None) -> tuple[torch.Tensor, torch.Tensor]:
+            mask: MaskFn | None, update_stats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, a) of the output layer for images x (B, C, H, W).
 
     `mask` given = training: network3 dropout multiplies a dense layer's *input* by a
-    Bernoulli(1-p) mask; `mask` None = inference: the input is scaled by (1-p) instead.
+    Bernoulli(1-p) mask, and batch norm uses the batch's statistics (and, with
+    `update_stats`, moves the running averages in place); `mask` None = inference: the
+    input is scaled by (1-p) instead, and batch norm uses the running averages.
     """
     z = x
     for layer in spec.layers:
@@ -49,9 +51,31 @@ def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
             if layer.dropout:
                 keep = 1.0 - layer.dropout
                 x = x * (mask(tuple(x.shape), keep) if mask is not None else keep)
-            z = torch.addmm(params[f"{i}.b"], x, params[f"{i}.w"])  # (B, n_out)
+            if layer.batch_norm:  # beta is the bias
+                z = _normalise(x @ params[f"{i}.w"], params, i, mask is not None, update_stats)
+            else:
+                z = torch.addmm(params[f"{i}.b"], x, params[f"{i}.w"])  # (B, n_out)
             x = torch.softmax(z, dim=1) if layer.type == "softmax" else ACTIVATIONS[layer.activation](z)
     return z, x
+
+
+def _normalise(z: torch.Tensor, params: dict[str, torch.Tensor], i: int, train: bool,
+               update_stats: bool) -> torch.Tensor:
+    """Batch normalisation of a dense layer's z, as the NumPy layer computes it. Not
+    `F.batch_norm`: its running variance is the unbiased one, Saitoh's (and nnexp's) the
+    biased one."""
+    mean_r, var_r = params[f"{i}.running_mean"], params[f"{i}.running_var"]
+    if train:
+        mean = z.mean(dim=0)
+        centred = z - mean
+        var = (centred * centred).mean(dim=0)
+        if update_stats:
+            with torch.no_grad():
+                mean_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * mean)
+                var_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * var)
+    else:
+        centred, var = z - mean_r, var_r
+    return params[f"{i}.gamma"] * (centred / torch.sqrt(var + BN_EPS)) + params[f"{i}.beta"]
 
 
 def one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:

@@ -61,12 +61,15 @@ class TorchModel(Model):
         self.spec, self.objective, self.optimizer = spec, objective, optimizer
         self.dtype, self.np_dtype = getattr(torch, dtype), np.dtype(dtype)
         self.device = torch.device(device)
-        shapes = spec.param_shapes()
-        self.params = {name: torch.zeros(shape, dtype=self.dtype, device=self.device, requires_grad=True)
+        shapes, trainable = spec.param_shapes(), spec.trainable_names
+        self.params = {name: torch.zeros(shape, dtype=self.dtype, device=self.device,
+                                         requires_grad=name in trainable)
                        for name, shape in shapes.items()}
-        self.buffers = {name: {b: torch.zeros(shape, dtype=self.dtype, device=self.device)
+        # the tensors gradients are taken for; batch-norm statistics are updated in place instead
+        self.trainable = {name: self.params[name] for name in trainable}
+        self.buffers = {name: {b: torch.zeros(shapes[name], dtype=self.dtype, device=self.device)
                                for b in optimizer.buffers}
-                        for name, shape in shapes.items()}
+                        for name in trainable}
         # Updates made so far (Adam's t): a device tensor, so a CUDA graph can count too.
         # float64 counts exactly far beyond any run's number of steps.
         self.steps = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -141,20 +144,20 @@ class TorchModel(Model):
 
     # --- training -----------------------------------------------------------------------------
 
-    def _data_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cost of one training batch (masks drawn), without the L2 penalty."""
-        z, a = forward(self.spec, self.params, x, self._mask)
+    def _data_loss(self, x: torch.Tensor, y: torch.Tensor, update_stats: bool = False) -> torch.Tensor:
+        """Mean cost of one training batch (masks drawn), without the penalties."""
+        z, a = forward(self.spec, self.params, x, self._mask, update_stats)
         return cost_sum(self.objective.cost, z, a, y) / x.shape[0]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, eta: float | torch.Tensor) -> None:
         """One update on a batch, as `NumpyModel._step`: g += l2 w + l1 sign(w) (weights
         only), then `Optimizer.update`. `eta` may be a 0-d device tensor (the graph's)."""
         l2, l1, optimizer = self.objective.l2, self.objective.l1, self.optimizer
-        grads = torch.autograd.grad(self._data_loss(x, y), list(self.params.values()))
+        grads = torch.autograd.grad(self._data_loss(x, y, update_stats=True), list(self.trainable.values()))
         with torch.no_grad():
             self.steps += 1
             eta = optimizer.step_size(eta, self.steps)
-            for (name, w), g in zip(self.params.items(), grads):
+            for (name, w), g in zip(self.trainable.items(), grads):
                 if name.endswith(".w"):
                     if l2:
                         g = g + l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
@@ -194,13 +197,13 @@ class TorchModel(Model):
             xt = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
             yt = torch.as_tensor(np.asarray(y), dtype=torch.int64, device=self.device)
             loss_t = self._data_loss(xt, yt)
-            grads = torch.autograd.grad(loss_t, list(self.params.values()))
+            grads = torch.autograd.grad(loss_t, list(self.trainable.values()))
         finally:
             self.generator.set_state(saved_torch)
             self.numpy_masks = saved_numpy
         loss, l2, l1, out = float(loss_t.detach()), self.objective.l2, self.objective.l1, {}
         with torch.no_grad():
-            for (name, w), g in zip(self.params.items(), grads):
+            for (name, w), g in zip(self.trainable.items(), grads):
                 if name.endswith(".w"):
                     if l2:
                         loss += 0.5 * l2 * float(torch.sum(w.double() ** 2))

@@ -1,0 +1,91 @@
+"""Batch normalisation on dense layers (Saitoh ch. 6), on every registered backend: batch
+statistics in training, running averages in inference, and statistics that only training
+steps move. Gradients are checked in test_gradients.py, the backends against each other in
+test_torch_parity.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnexp import backends
+from nnexp.backends import Objective, Optimizer
+from nnexp.config import _check_layers
+from nnexp.network import BN_EPS, BN_MOMENTUM, build_spec, init_params
+
+SHAPE = (1, 3, 3)
+LAYERS = _check_layers([{"type": "dense", "units": 5, "activation": "linear", "batch_norm": True},
+                        {"type": "softmax", "units": 3}])
+
+
+@pytest.fixture(params=backends.names())
+def setup(request):
+    if not backends.get(request.param).available()[0]:
+        pytest.skip(f"{request.param} is not available here")
+    spec = build_spec(LAYERS, SHAPE)
+    params = init_params(spec, "xavier", np.random.default_rng(0))
+    model = backends.get(request.param).build(spec, params, Objective("log-likelihood"), Optimizer("sgd"),
+                                              dtype="float64", device="cpu")
+    rng = np.random.default_rng(1)
+    x = rng.random((8, *SHAPE)) * 3 + 1  # far from mean 0, variance 1: normalising shows
+    return spec, params, model, x, rng.integers(0, 3, size=8)
+
+
+def test_the_layer_has_no_bias_but_gamma_beta_and_untrained_statistics(setup):
+    spec, params, _, _, _ = setup
+    assert set(spec.param_shapes()) == {"0.w", "0.gamma", "0.beta", "0.running_mean", "0.running_var",
+                                        "1.w", "1.b"}
+    assert spec.trainable_names == ["0.w", "0.gamma", "0.beta", "1.w", "1.b"]
+    assert spec.n_params == 9 * 5 + 5 + 5 + 5 * 3 + 3
+    np.testing.assert_array_equal(params["0.gamma"], 1.0)
+    np.testing.assert_array_equal(params["0.running_var"], 1.0)
+
+
+def test_a_training_step_moves_the_running_statistics_by_one_tenth(setup):
+    _, params, model, x, y = setup
+    z = x.reshape(len(x), -1) @ params["0.w"]
+    model.train_epoch(x, y, np.arange(8)[None, :], 0.0)  # eta 0: only the statistics change
+    after = model.get_params()
+    np.testing.assert_allclose(after["0.running_mean"], (1 - BN_MOMENTUM) * z.mean(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(after["0.running_var"], BN_MOMENTUM + (1 - BN_MOMENTUM) * z.var(axis=0),
+                               rtol=1e-10)
+    np.testing.assert_array_equal(after["0.w"], params["0.w"])
+
+
+def test_taking_a_gradient_leaves_the_statistics_alone(setup):
+    _, params, model, x, y = setup
+    loss, grads = model.loss_and_grads(x, y)
+    assert set(grads) == {"0.w", "0.gamma", "0.beta", "1.w", "1.b"}
+    after = model.get_params()
+    for name in ("0.running_mean", "0.running_var"):
+        np.testing.assert_array_equal(after[name], params[name])
+
+
+def test_inference_uses_the_running_statistics(setup):
+    _, params, model, x, _ = setup
+    mean, var = np.full(5, 2.0), np.full(5, 4.0)
+    gamma, beta = np.linspace(0.5, 1.5, 5), np.linspace(-1, 1, 5)
+    model.set_params({**params, "0.running_mean": mean, "0.running_var": var,
+                      "0.gamma": gamma, "0.beta": beta})
+    h = gamma * (x.reshape(len(x), -1) @ params["0.w"] - mean) / np.sqrt(var + BN_EPS) + beta
+    z = h @ params["1.w"] + params["1.b"]
+    expected = np.exp(z - z.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-10)
+    # per example, whatever else is in the batch (training mode would not be)
+    np.testing.assert_allclose(model.predict(x[3:4]), expected[3:4], rtol=1e-10)
+
+
+def test_training_mode_normalises_each_unit_over_the_batch(setup):
+    """The training loss is computed from (z - batch mean) / sqrt(batch variance + eps)."""
+    _, params, model, x, y = setup
+    w_out, b_out = np.random.default_rng(2).normal(size=(5, 3)), np.array([0.1, -0.2, 0.3])
+    model.set_params({**params, "1.w": w_out, "1.b": b_out, "0.running_mean": np.full(5, 9.0)})
+    loss, grads = model.loss_and_grads(x, y)
+    z = x.reshape(len(x), -1) @ params["0.w"]
+    h = (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0) + BN_EPS)
+    out = h @ w_out + b_out
+    log_p = out - out.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    assert loss == pytest.approx(-log_p[np.arange(len(y)), y].mean(), rel=1e-10)
+    assert np.abs(grads["0.beta"]).max() > 1e-3  # beta is a live bias
