@@ -189,6 +189,48 @@ def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = Non
 
 
 @command()
+def search(config_path: ConfigArg,
+           sample: Annotated[list[str], typer.Option(
+               "--sample", metavar="KEY.PATH=DIST:ARGS", show_default=False,
+               help="A config key to draw per trial: log-uniform:LOW:HIGH, uniform:LOW:HIGH or "
+                    "choice:A,B,... (repeatable), e.g. training.eta=log-uniform:1e-6:1e-2.")],
+           trials: Annotated[int, typer.Option(min=1, help="Number of runs.")] = 10,
+           search_seed: Annotated[int, typer.Option(min=0, help="Seeds the draws (not the networks).")] = 0,
+           set_: SetOpt = None, backend: BackendOpt = None, device: DeviceOpt = None,
+           data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
+    """Random hyper-parameter search: one run per draw, then the runs ranked by validation accuracy."""
+    from nnexp import compare as cmp
+    from nnexp import search as searching
+    from nnexp import train as training
+    from nnexp.errors import RunFailed
+    from nnexp.runs import Run
+
+    draws = searching.plan([searching.parse_sample(s) for s in sample], trials, search_seed)
+    # every trial's config is checked before the first one trains
+    configs = [_load_config(config_path, [*(set_ or []), *searching.overrides(values)],
+                            backend=backend, device=device) for values in draws]
+    done, failed = [], 0
+    for k, (cfg, values) in enumerate(zip(configs, draws), start=1):
+        cfg["name"] = f"{cfg['name']}-t{k:03d}"
+        exp = training.prepare(cfg, data_dir=data_dir)
+        run = Run.create(runs_dir, cfg["name"])
+        drawn = ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+                          for key, value in values.items())
+        err.print(f"trial {k}/{trials}: {drawn}", markup=False)
+        try:
+            _train_and_report(training.start, exp, run)
+        except RunFailed as exc:  # one bad draw (a diverging eta) does not end the search
+            err.print(f"[yellow]trial {k} failed:[/] {escape(str(exc))}", markup=True)
+            failed += 1
+        done.append(run.path)
+    comparison, warnings = cmp.compare(done, sort="best_validation_accuracy", group=False)
+    _warn(warnings)
+    _print_table(cmp.render(comparison, "table"))
+    if failed == trials:
+        raise RunFailed(f"every one of the {trials} trials failed")
+
+
+@command()
 def resume(run_dir: RunArg, data_dir: DataDirOpt = None) -> None:
     """Continue an interrupted run from its last completed epoch."""
     from nnexp import config
