@@ -280,13 +280,24 @@ def human_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return headers, cells
 
 
+def _left_aligned(comparison: Comparison) -> set[str]:
+    """Text columns: the run's name, status and backend, and config keys with no number in
+    them (an optimiser's name, a cost); numbers line up on the right."""
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    text_keys = {key for key in comparison.keys
+                 if not any(is_number(row.config_value(key)) for row in comparison.rows)}
+    return {"run", "status", "backend/device", *text_keys}
+
+
 def rich_table(comparison: Comparison, title: str | None = None):
     from rich.table import Table
     from rich.text import Text
 
     headers, cells = human_table(comparison)
     table = Table(title=title)
-    left = {"run", "status", "backend/device"}
+    left = _left_aligned(comparison)
     for header in headers:
         table.add_column(header, justify="left" if header in left else "right", no_wrap=header != "run")
     for row in cells:
@@ -297,8 +308,9 @@ def rich_table(comparison: Comparison, title: str | None = None):
 def markdown(comparison: Comparison) -> str:
     headers, cells = human_table(comparison)
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    left = _left_aligned(comparison)
     lines = ["| " + " | ".join(map(esc, headers)) + " |",
-             "|" + "|".join(":---" if h in ("run", "status", "backend/device") else "---:" for h in headers) + "|"]
+             "|" + "|".join(":---" if h in left else "---:" for h in headers) + "|"]
     lines += ["| " + " | ".join(map(esc, row)) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 

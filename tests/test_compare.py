@@ -309,6 +309,18 @@ def test_markdown_and_rich_table_have_one_line_per_row(tmp_path):
     assert len(table.columns) == len(cmp.human_table(comparison)[0])
 
 
+def test_text_config_columns_align_left_and_numbers_right(tmp_path):
+    make_run(tmp_path, "a", sets={"training.optimizer": "adam", "training.eta": 0.001})
+    make_run(tmp_path, "b", sets={"training.optimizer": "sgd", "training.eta": 0.1})
+    comparison, _ = build(tmp_path)
+    header, rule = cmp.markdown(comparison).splitlines()[:2]
+    align = dict(zip([h.strip() for h in header.strip("|").split("|")], rule.strip("|").split("|")))
+    assert align["training.optimizer"] == ":---" and align["training.eta"] == "---:"
+    table = cmp.render(comparison, "table")
+    justify = {c.header: c.justify for c in table.columns}
+    assert justify["training.optimizer"] == "left" and justify["training.eta"] == "right"
+
+
 def test_unknown_format_is_a_user_error(tmp_path):
     make_run(tmp_path, "a")
     comparison, _ = build(tmp_path)
