@@ -105,6 +105,7 @@ LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
         "filters": Field(int, REQUIRED, min=1),
         "size": Field(int, REQUIRED, min=1),
         "pool": Field(int, 1, min=1),
+        "pad": Field(int, 0, min=0),
         "activation": Field(str, "sigmoid", choices=ACTIVATIONS),
     },
     "pool": {"size": Field(int, REQUIRED, min=1)},

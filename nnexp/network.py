@@ -46,6 +46,7 @@ class LayerSpec:
     size: int = 0
     pool: int = 1
     batch_norm: bool = False
+    pad: int = 0  # conv: zero rows and columns added on each side of the input
 
     @property
     def n_in(self) -> int:
@@ -70,8 +71,9 @@ class LayerSpec:
     def describe(self) -> str:
         shape = "x".join(map(str, self.out_shape))
         if self.type == "conv":
+            pad = f" pad {self.pad}" if self.pad else ""
             pool = f" + maxpool {self.pool}" if self.pool > 1 else ""
-            return f"conv {self.out_shape[0]}@{self.size}x{self.size}{pool}, {self.activation} -> {shape}"
+            return f"conv {self.out_shape[0]}@{self.size}x{self.size}{pad}{pool}, {self.activation} -> {shape}"
         if self.type == "pool":
             return f"maxpool {self.size} -> {shape}"
         drop = f", dropout {self.dropout:g}" if self.dropout else ""
@@ -122,17 +124,19 @@ def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -
             if len(shape) != 3:
                 raise ConfigError(f"{path}.type", "a conv layer cannot follow a dense layer")
             channels, height, width = shape
-            k, pool = layer["size"], layer["pool"]
+            k, pool, pad = layer["size"], layer["pool"], layer.get("pad", 0)
+            height, width = height + 2 * pad, width + 2 * pad
             if k > min(height, width):
+                padded = f" (padded by {pad})" if pad else ""
                 raise ConfigError(f"{path}.size", f"kernel {k}x{k} is larger than its "
-                                  f"{height}x{width} input")
+                                  f"{height}x{width} input{padded}")
             out_h, out_w = height - k + 1, width - k + 1
             if out_h % pool or out_w % pool:
                 raise ConfigError(f"{path}.pool", f"pool {pool} does not divide the "
                                   f"{out_h}x{out_w} convolution output")
             out = (layer["filters"], out_h // pool, out_w // pool)
             specs.append(LayerSpec(i, kind, shape, out, activation=layer["activation"],
-                                   size=k, pool=pool))
+                                   size=k, pool=pool, pad=pad))
         elif kind == "pool":
             if len(shape) != 3:
                 raise ConfigError(f"{path}.type", "a pool layer cannot follow a dense layer")

@@ -34,7 +34,9 @@ def test_defaults_are_filled_in_and_dump_round_trips():
     cfg = config.resolve(BASE)
     assert cfg["training"]["batch_size"] == 10 and cfg["training"]["l2"] == "network3"
     assert cfg["model"]["layers"][0] == {"type": "conv", "filters": 20, "size": 5, "pool": 2,
-                                         "activation": "sigmoid"}
+                                         "pad": 0, "activation": "sigmoid"}
+    assert cfg["model"]["layers"][1] == {"type": "dense", "units": 100, "activation": "sigmoid",
+                                         "dropout": 0.0, "batch_norm": False}
     assert config.resolve(yaml.safe_load(config.dump(cfg))) == cfg
 
 
@@ -79,6 +81,8 @@ BAD = [
     (["model.layers.0.dropout=0.5"], "model.layers.0.dropout", "unknown key"),
     (["model.layers.0.size=30"], "model.layers.0.size", "larger than its 28x28 input"),
     (["model.layers.0.pool=5"], "model.layers.0.pool", "does not divide"),
+    (["model.layers.0.pad=-1"], "model.layers.0.pad", ">= 0"),
+    (["model.layers.0.pad=1", "model.layers.0.pool=4"], "model.layers.0.pool", "does not divide the 26x26"),
     (["model.layers.0.filters=null"], "model.layers.0.filters", "must not be null"),
     (["model.layers=[]"], "model.layers", "at least one layer"),
     (["model.layers.1=5"], "model.layers.1", "expected a mapping"),

@@ -25,8 +25,9 @@ def dense(units, activation="sigmoid", dropout=0.0):
     return {"type": "dense", "units": units, "activation": activation, "dropout": dropout}
 
 
-def conv(filters, size, pool=1, activation="sigmoid"):
-    return {"type": "conv", "filters": filters, "size": size, "pool": pool, "activation": activation}
+def conv(filters, size, pool=1, activation="sigmoid", pad=0):
+    return {"type": "conv", "filters": filters, "size": size, "pool": pool, "activation": activation,
+            "pad": pad}
 
 
 def softmax(units=4, dropout=0.0):
@@ -44,6 +45,8 @@ CASES = {
     **{f"conv-pool-second-{act}": ([conv(2, 3), conv(3, 3, pool=2, activation=act), dense(5, "relu"),
                                     softmax()], "log-likelihood", 0.0)
        for act in ("sigmoid", "tanh", "relu", "linear")},
+    "padded": ([conv(2, 3, pad=1, activation="relu"), conv(3, 3, pool=2, pad=2, activation="tanh"),
+                softmax()], "log-likelihood", 0.0),
     "separate-pool": ([conv(3, 3, activation="tanh"), {"type": "pool", "size": 2}, softmax()],
                       "log-likelihood", 0.0),
     "pool-first": ([{"type": "pool", "size": 2}, dense(5), softmax()], "log-likelihood", 0.0),

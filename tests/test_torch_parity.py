@@ -29,8 +29,9 @@ RTOL, ATOL = 1e-6, 1e-12
 SEED = 7  # the models' dropout seed
 
 
-def conv(filters, size, activation, pool=1):
-    return {"type": "conv", "filters": filters, "size": size, "pool": pool, "activation": activation}
+def conv(filters, size, activation, pool=1, pad=0):
+    return {"type": "conv", "filters": filters, "size": size, "pool": pool, "activation": activation,
+            "pad": pad}
 
 
 def dense(units, activation, dropout=0.0):
@@ -54,6 +55,7 @@ NETS = {  # id: (layers, cost)
        for act in ("sigmoid", "tanh", "relu", "linear")},
     "dropout": ([conv(4, 3, "relu", pool=2), dense(20, "relu", dropout=0.5), softmax(dropout=0.3)],
                 "log-likelihood"),
+    "padded": ([conv(3, 3, "relu", pad=1), conv(4, 3, "tanh", pool=2, pad=2), softmax()], "log-likelihood"),
     "batch-norm": ([conv(4, 3, "relu", pool=2), {**dense(16, "relu", dropout=0.3), "batch_norm": True},
                     {**dense(12, "sigmoid"), "batch_norm": True}, softmax()], "log-likelihood"),
 }

@@ -155,7 +155,8 @@ GATHER_MAX_ENTRIES = 1 << 20  # ... and the index stays small (training batches,
 
 
 class Conv(Layer):
-    """Valid convolution, stride 1, optional p x p max-pool, then the activation.
+    """Convolution, stride 1, over the input zero-padded by `pad` on each side (none: a
+    valid convolution), optional p x p max-pool, then the activation.
 
     As network3's ConvPoolLayer, the activation comes after pooling (the same result for
     monotone activations, and p*p times fewer activations to compute). im2col orders its rows
@@ -167,7 +168,9 @@ class Conv(Layer):
         self._gather_index: dict[tuple[int, ...], np.ndarray] = {}
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        k, p = self.spec.size, self.spec.pool
+        k, p, pad = self.spec.size, self.spec.pool, self.spec.pad
+        if pad:
+            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         b, h, w, c = x.shape
         hp, wp = (h - k + 1) // p, (w - k + 1) // p
         self.cols = self._im2col(x)  # rows (p, p, B, Hp, Wp), columns (k, k, C)
@@ -214,7 +217,8 @@ class Conv(Layer):
         for i in range(k):
             for j in range(k):
                 dx[:, i:i + ho, j:j + wo, :] += dcols[i, j]
-        return dx
+        pad = self.spec.pad
+        return dx[:, pad:-pad, pad:-pad, :] if pad else dx  # the padding's gradient goes nowhere
 
     def canonical(self, name: str, value: np.ndarray) -> np.ndarray:
         if name != "w":

@@ -40,7 +40,7 @@ def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
     for layer in spec.layers:
         i = layer.index
         if layer.type == "conv":
-            z = F.conv2d(x, params[f"{i}.w"], params[f"{i}.b"])  # (B, F, H-k+1, W-k+1), valid
+            z = F.conv2d(x, params[f"{i}.w"], params[f"{i}.b"], padding=layer.pad)  # (B, F, H+2pad-k+1, ...)
             if layer.pool > 1:
                 z = F.max_pool2d(z, layer.pool)  # pooled before the activation, as network3
             x = ACTIVATIONS[layer.activation](z)
