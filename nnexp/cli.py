@@ -156,16 +156,14 @@ def _train_and_report(step, exp, run) -> None:
                   f"Resume with: nnexp resume {run.path}")
         raise typer.Exit(130) from None
     if summary.get("best_epoch"):
+        from nnexp.train import STOP_REASONS
+
         reason = STOP_REASONS.get(summary["stop_reason"], summary["stop_reason"])
         err.print(f"best validation {100 * summary['best_validation_accuracy']:.2f}% at epoch "
                   f"{summary['best_epoch']}: test accuracy {100 * summary['test_accuracy']:.2f}% "
                   f"({summary['epochs_run']} epochs, {reason}, "
                   f"{summary['wall_time_s']:.0f} s)")
     out.print(str(run.path))
-
-
-STOP_REASONS = {"epochs": "all epochs run", "early-stopping": "stopped early",
-                "eta-floor": "stopped: eta reached eta0/128", "diverged": "diverged"}
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ from nnexp.runs import Run, environment
 
 ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
 PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has recorded its epoch
+# summary.json's stop_reason, in words for people
+STOP_REASONS = {"epochs": "all epochs run", "early-stopping": "stopped early",
+                "eta-floor": "stopped: eta reached eta0/128", "diverged": "diverged"}
 
 
 @dataclass
@@ -333,5 +336,5 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
     summary = _summary(exp, run, state, "completed")
     run.write_summary(summary)
     run.log(f"done: best validation {100 * state.best_validation_accuracy:.2f}% at epoch "
-            f"{state.best_epoch}, test {100 * state.test_accuracy:.2f}% ({state.stop_reason})")
+            f"{state.best_epoch}, test {100 * state.test_accuracy:.2f}% ({STOP_REASONS[state.stop_reason]})")
     return summary
