@@ -200,7 +200,7 @@ def search(config_path: ConfigArg,
     from nnexp import compare as cmp
     from nnexp import search as searching
     from nnexp import train as training
-    from nnexp.errors import RunFailed
+    from nnexp.errors import ConfigError, RunFailed
     from nnexp.runs import Run
 
     draws = searching.plan([searching.parse_sample(s) for s in sample], trials, search_seed)
@@ -210,20 +210,26 @@ def search(config_path: ConfigArg,
     done, failed = [], 0
     for k, (cfg, values) in enumerate(zip(configs, draws), start=1):
         cfg["name"] = f"{cfg['name']}-t{k:03d}"
-        exp = training.prepare(cfg, data_dir=data_dir)
-        run = Run.create(runs_dir, cfg["name"])
         drawn = ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
                           for key, value in values.items())
         err.print(f"trial {k}/{trials}: {drawn}", markup=False)
+        try:  # a draw the data rules out (a batch larger than the training set): skip it
+            exp = training.prepare(cfg, data_dir=data_dir)
+        except ConfigError as exc:
+            err.print(f"[yellow]trial {k} skipped:[/] {escape(str(exc))}", markup=True)
+            failed += 1
+            continue
+        run = Run.create(runs_dir, cfg["name"])
         try:
             _train_and_report(training.start, exp, run)
         except RunFailed as exc:  # one bad draw (a diverging eta) does not end the search
             err.print(f"[yellow]trial {k} failed:[/] {escape(str(exc))}", markup=True)
             failed += 1
         done.append(run.path)
-    comparison, warnings = cmp.compare(done, sort="best_validation_accuracy", group=False)
-    _warn(warnings)
-    _print_table(cmp.render(comparison, "table"))
+    if done:
+        comparison, warnings = cmp.compare(done, sort="best_validation_accuracy", group=False)
+        _warn(warnings)
+        _print_table(cmp.render(comparison, "table"))
     if failed == trials:
         raise RunFailed(f"every one of the {trials} trials failed")
 

@@ -32,6 +32,8 @@ INITS = ("network3", "network2", "large", "xavier", "he", "small")
 L2_FORMS = ("network3", "network2", "plain")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 SCHEDULES = ("constant", "halve-on-plateau")
+OPTIMIZER_SETTINGS = {"momentum": ("momentum", "nesterov"), "rmsprop_decay": ("rmsprop",),
+                      "beta1": ("adam",), "beta2": ("adam",)}  # key -> the optimisers using it
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 
@@ -302,10 +304,17 @@ def _check_layers(layers: list) -> list[dict]:
 
 def _check_consistency(cfg: dict) -> None:
     """Checks across keys: the output layer must suit the cost; a schedule needs a plateau rule."""
+    # A setting the chosen init or optimiser would ignore is an error, not a silent no-op.
+    # Only a value other than the default counts: a resolved config (a run's config.yaml)
+    # spells out every default, and must resolve again.
     training = cfg["training"]
-    if cfg["model"]["init_std"] != 0.01 and cfg["model"]["init"] != "small":
+    if cfg["model"]["init_std"] != SCHEMA["model"]["init_std"].default and cfg["model"]["init"] != "small":
         raise ConfigError("model.init_std", f"only the small init uses it, not "
                           f"{cfg['model']['init']!r}; set model.init: small")
+    for key, users in OPTIMIZER_SETTINGS.items():
+        if training[key] != SCHEMA["training"][key].default and training["optimizer"] not in users:
+            raise ConfigError(f"training.{key}", f"only {' and '.join(users)} "
+                              f"use{'s' if len(users) == 1 else ''} it, not {training['optimizer']!r}")
     if training["schedule"] == "halve-on-plateau" and training["early_stopping"]["patience"] is None:
         raise ConfigError("training.schedule", "halve-on-plateau halves eta after "
                           "training.early_stopping.patience epochs without improvement; set a patience")

@@ -11,11 +11,13 @@ penalties), ``uniform:LOW:HIGH``, ``choice:A,B,...`` (each value read as YAML).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import yaml
 
 from nnexp.errors import UserError
 
@@ -53,14 +55,17 @@ def parse_sample(text: str) -> Sample:
     if kind not in DISTRIBUTIONS:
         raise bad(f"unknown distribution {kind!r}; valid: {', '.join(DISTRIBUTIONS)}")
     if kind == "choice":
-        values = tuple(parse_yaml(v.strip()) for v in rest.split(",") if v.strip())
+        try:
+            values = tuple(parse_yaml(v.strip()) for v in rest.split(",") if v.strip())
+        except yaml.YAMLError as exc:
+            raise bad(f"a value is not valid YAML ({str(exc).splitlines()[0]})") from None
         if not values:
             raise bad("choice needs at least one value: choice:A,B,...")
         return Sample(key.strip(), kind, values)
     parts = rest.split(":")
     try:
         low, high = (float(parse_yaml(p)) for p in parts) if len(parts) == 2 else (None, None)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         low = high = None
     if low is None or not (math.isfinite(low) and math.isfinite(high)) or low >= high:
         raise bad(f"{kind} needs two numbers LOW:HIGH with LOW < HIGH")
@@ -78,7 +83,6 @@ def plan(samples: list[Sample], trials: int, seed: int) -> list[dict[str, Any]]:
 
 
 def overrides(values: dict[str, Any]) -> list[str]:
-    """Drawn values as --set strings. repr keeps every digit of a float and reads back as
-    YAML (the config loader reads 1e-05 as a number)."""
-    return [f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"
-            for key, value in values.items()]
+    """Drawn values as --set strings, written as JSON: JSON is YAML, null stays null, a
+    string stays a string, and a float keeps every digit (1e-05 reads back as a number)."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]

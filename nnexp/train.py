@@ -112,6 +112,8 @@ def prepare(cfg: dict, *, data_dir=None) -> Experiment:
     if speed_n is not None and speed_n > n:
         raise ConfigError("training.monitor_layer_speed",
                           f"{speed_n} images asked for, but the training set has {n}")
+    if speed_n is not None and not any(layer.param_shapes() for layer in spec.layers[:-1]):
+        raise ConfigError("training.monitor_layer_speed", "the network has no hidden layer to measure")
     if spec.num_classes != dataset.num_classes:
         raise ConfigError(f"model.layers.{len(spec.layers) - 1}.units",
                           f"the output layer has {spec.num_classes} units but {data['dataset']} "

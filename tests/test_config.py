@@ -67,6 +67,9 @@ BAD = [
     (["training.l2=network4"], "training.l2", "valid: network3, network2, plain"),
     (["training.optimizer=adamw"], "training.optimizer", "did you mean 'adam'"),
     (["model.init_std=0.1"], "model.init_std", "only the small init uses it"),
+    (["training.beta1=0.5"], "training.beta1", "only adam uses it, not 'sgd'"),
+    (["training.optimizer=adam", "training.momentum=0.5"], "training.momentum", "only momentum and nesterov"),
+    (["training.optimizer=adam", "training.rmsprop_decay=0.9"], "training.rmsprop_decay", "only rmsprop"),
     (["model.init=small", "model.init_std=0"], "model.init_std", "> 0"),
     (["model.layers.2.batch_norm=true"], "model.layers.2.batch_norm", "unknown key"),
     (["training.beta2=1.0"], "training.beta2", "< 1"),
@@ -129,7 +132,7 @@ def test_floats_in_exponent_form_are_numbers(tmp_path):
     """YAML 1.1 would read 1e-3 as a string; people write eta that way."""
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(BASE) + "training: {eta: 1e-3, lambda: 5E-1}\n")
-    cfg = config.load(path, ["training.momentum=2.5e-1"])
+    cfg = config.load(path, ["training.optimizer=momentum", "training.momentum=2.5e-1"])
     assert cfg["training"]["eta"] == 0.001 and cfg["training"]["lambda"] == 0.5
     assert cfg["training"]["momentum"] == 0.25
 

@@ -34,10 +34,11 @@ def test_parse_and_draw_within_bounds():
 def test_overrides_keep_every_digit_and_read_back_as_numbers():
     from nnexp.config import parse_yaml
 
-    values = {"training.eta": 1.2345678901234e-05, "training.optimizer": "adam"}
+    values = {"training.eta": 1.2345678901234e-05, "training.optimizer": "adam",
+              "training.early_stopping.patience": None, "training.monitor_train": True, "name": "1e3"}
     sets = search.overrides(values)
-    assert sets == ["training.eta=1.2345678901234e-05", "training.optimizer=adam"]
-    assert parse_yaml(sets[0].split("=", 1)[1]) == values["training.eta"]
+    assert sets[0] == "training.eta=1.2345678901234e-05"
+    assert {s.split("=", 1)[0]: parse_yaml(s.split("=", 1)[1]) for s in sets} == values
 
 
 @pytest.mark.parametrize("spec,words", [
@@ -48,6 +49,8 @@ def test_overrides_keep_every_digit_and_read_back_as_numbers():
     ("training.eta=uniform:a:b", "two numbers"),
     ("training.eta=log-uniform:0:1", "LOW > 0"),
     ("training.eta=choice:", "at least one value"),
+    ("training.eta=choice:[", "not valid YAML"),
+    ("training.eta=uniform:1:[", "two numbers"),
 ])
 def test_bad_sample_specs(spec, words):
     with pytest.raises(UserError, match=words):
@@ -99,6 +102,20 @@ def test_a_diverging_trial_does_not_end_the_search(tmp_path, cached_data):
     assert "trial 1 failed" in result.output and "trial 2/2" in result.output
     assert result.exit_code == 1, result.output  # every trial failed
     assert len(list(runs.iterdir())) == 2
+
+
+@needs_mnist
+def test_a_draw_the_data_rules_out_is_skipped_not_fatal(tmp_path, cached_data):
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["search", str(small_config(tmp_path)), "--trials", "2",
+                                      "--sample", "training.batch_size=choice:500,10",
+                                      "--search-seed", "1", "--runs-dir", str(runs)])
+    draws = [d["training.batch_size"] for d in search.plan(
+        [search.parse_sample("training.batch_size=choice:500,10")], 2, 1)]
+    assert sorted(draws) == [10, 500], "the seed must draw both values for this test"
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "500 is larger than the training set (200 images)" in result.output
+    assert len(list(runs.iterdir())) == 1
 
 
 @pytest.mark.parametrize("args,words", [

@@ -134,6 +134,10 @@ def test_layer_speed_on_more_images_than_the_training_set_is_a_config_error():
     cfg = make_config(data={"train_size": 100}, training={"monitor_layer_speed": 1000})
     with pytest.raises(ConfigError, match="training.monitor_layer_speed.*1000.*100"):
         train.prepare(cfg)
+    cfg = make_config([{"type": "softmax", "units": 10}], data={"train_size": 100},
+                      training={"monitor_layer_speed": 10})
+    with pytest.raises(ConfigError, match="training.monitor_layer_speed: the network has no hidden layer"):
+        train.prepare(cfg)
 
 
 def test_divergence_stops_the_run_and_keeps_the_best_checkpoint(tmp_path):
