@@ -76,6 +76,7 @@ def test_backward_matches_finite_differences(case):
     worst = {r.name: r.worst_relative_error for r in results}
     assert set(worst) == set(spec.trainable_names)
     assert max(worst.values()) < TOLERANCE, worst
+    assert all(r.kinks == 0 for r in results)  # every entry checked by central differences
 
 
 @pytest.mark.parametrize("l2,l1", [(0.0, 0.3), (0.7, 0.3)], ids=["l1", "l1+l2"])
@@ -117,6 +118,33 @@ def test_check_catches_a_wrong_gradient(monkeypatch):
     monkeypatch.setattr(layers.Dense, "backward_z", doubled)
     results = check_model(model, params, rng.random((3, *SHAPE)), np.array([0, 1, 2]), rng)
     assert not all(r.ok for r in results)
+
+
+def test_an_input_at_a_relu_kink_is_told_apart_from_a_wrong_gradient(monkeypatch):
+    """One unit's pre-activation sits 3e-6 above ReLU's kink: a -EPS step crosses it, so the
+    central difference halves that bias's slope. The check must call it a kink, not a failure,
+    and still fail a gradient that is wrong."""
+    from nnexp.backends.numpy import layers
+
+    spec = build_spec(_check_layers([dense(3, "relu"), softmax()]), SHAPE)
+    rng = np.random.default_rng(5)
+    params = init_params(spec, "network2", rng)
+    x, y = rng.random((1, *SHAPE)), np.array([1])
+    params["0.b"][0] = 3e-6 - float(x.reshape(-1) @ params["0.w"][:, 0])
+    model = backends.get("numpy").build(spec, params, Objective("log-likelihood"), dtype="float64")
+    bias = {r.name: r for r in check_model(model, params, x, y, rng, max_entries=None)}["0.b"]
+    assert bias.ok and bias.kinks == 1
+
+    original = layers.Dense.backward_z
+
+    def off_by_ten_percent(self, dz):
+        out = original(self, dz)
+        self.grads["b"] = 1.1 * self.grads["b"]
+        return out
+
+    monkeypatch.setattr(layers.Dense, "backward_z", off_by_ten_percent)
+    bias = {r.name: r for r in check_model(model, params, x, y, rng, max_entries=None)}["0.b"]
+    assert not bias.ok
 
 
 def test_dropout_masks_are_fixed_by_seed_and_differ_between_seeds():
