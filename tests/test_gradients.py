@@ -100,22 +100,28 @@ def test_penalty_gradients_match_finite_differences(l2, l1):
         np.testing.assert_allclose(grads[name], grads0[name] + extra, rtol=1e-12, atol=1e-12)
 
 
-def test_check_catches_a_wrong_gradient(monkeypatch):
-    """The checker itself must fail when backward is wrong (here: the bias gradient doubled)."""
+def scale_dense_bias_gradients(monkeypatch, factor: float) -> None:
+    """Break every dense layer's backward pass: its bias gradient comes out `factor` times
+    too large."""
     from nnexp.backends.numpy import layers
 
+    original = layers.Dense.backward_z
+
+    def scaled(self, dz):
+        out = original(self, dz)
+        self.grads["b"] = factor * self.grads["b"]
+        return out
+
+    monkeypatch.setattr(layers.Dense, "backward_z", scaled)
+
+
+def test_check_catches_a_wrong_gradient(monkeypatch):
+    """The checker itself must fail when backward is wrong (here: the bias gradient doubled)."""
     spec = build_spec(_check_layers([dense(5), softmax()]), SHAPE)
     rng = np.random.default_rng(0)
     params = init_params(spec, "network2", rng)
     model = backends.get("numpy").build(spec, params, Objective("log-likelihood"), dtype="float64")
-    original = layers.Dense.backward_z
-
-    def doubled(self, dz):
-        out = original(self, dz)
-        self.grads["b"] = 2 * self.grads["b"]
-        return out
-
-    monkeypatch.setattr(layers.Dense, "backward_z", doubled)
+    scale_dense_bias_gradients(monkeypatch, 2.0)
     results = check_model(model, params, rng.random((3, *SHAPE)), np.array([0, 1, 2]), rng)
     assert not all(r.ok for r in results)
 
@@ -124,8 +130,6 @@ def test_an_input_at_a_relu_kink_is_told_apart_from_a_wrong_gradient(monkeypatch
     """One unit's pre-activation sits 3e-6 above ReLU's kink: a -EPS step crosses it, so the
     central difference halves that bias's slope. The check must call it a kink, not a failure,
     and still fail a gradient that is wrong."""
-    from nnexp.backends.numpy import layers
-
     spec = build_spec(_check_layers([dense(3, "relu"), softmax()]), SHAPE)
     rng = np.random.default_rng(5)
     params = init_params(spec, "network2", rng)
@@ -135,14 +139,7 @@ def test_an_input_at_a_relu_kink_is_told_apart_from_a_wrong_gradient(monkeypatch
     bias = {r.name: r for r in check_model(model, params, x, y, rng, max_entries=None)}["0.b"]
     assert bias.ok and bias.kinks == 1
 
-    original = layers.Dense.backward_z
-
-    def off_by_ten_percent(self, dz):
-        out = original(self, dz)
-        self.grads["b"] = 1.1 * self.grads["b"]
-        return out
-
-    monkeypatch.setattr(layers.Dense, "backward_z", off_by_ten_percent)
+    scale_dense_bias_gradients(monkeypatch, 1.1)
     bias = {r.name: r for r in check_model(model, params, x, y, rng, max_entries=None)}["0.b"]
     assert not bias.ok
 
