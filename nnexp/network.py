@@ -26,7 +26,7 @@ from nnexp.errors import ConfigError
 
 INPUT_SHAPE = (1, 28, 28)  # every dataset nnexp reads is 28x28 greyscale
 BUFFERS = ("running_mean", "running_var")  # batch-norm statistics: stored, never trained
-# Batch normalisation as in Saitoh's BatchNormalization layer: normalise z = x W + b by the
+# Batch normalisation as in Saitoh's BatchNormalization layer: normalise z = x W by the
 # mini-batch mean and (biased) variance, eps inside the square root; inference uses running
 # averages updated as r <- 0.9 r + 0.1 batch value.
 BN_EPS = 1e-6
@@ -106,11 +106,6 @@ class NetworkSpec:
     @property
     def num_classes(self) -> int:
         return self.layers[-1].n_out
-
-    @property
-    def weight_names(self) -> list[str]:
-        """The parameters L2 acts on: every layer's weights, never biases (as in the book)."""
-        return [name for name in self.param_shapes() if name.endswith(".w")]
 
 
 def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -> NetworkSpec:

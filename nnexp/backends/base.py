@@ -66,10 +66,6 @@ class Optimizer:
     def buffers(self) -> tuple[str, ...]:
         return OPTIMIZER_BUFFERS[self.name]
 
-    @property
-    def counts_steps(self) -> bool:
-        return self.name == "adam"
-
     def step_size(self, eta, t):
         """The step size this update uses: eta, or Adam's bias-corrected eta at step t (the
         count after this step). Works on Python numbers and on 0-d tensors alike, so a CUDA
