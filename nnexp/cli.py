@@ -71,6 +71,10 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(
     help="Directory holding the dataset's IDX files (default: data.path, $NNEXP_DATA_DIR, "
          "then the per-user cache).")]
 RunsDirOpt = Annotated[Path, typer.Option(help="Where new run directories are created.")]
+TimeLimitOpt = Annotated[Optional[float], typer.Option(
+    "--time-limit", metavar="MINUTES", min=0.0,
+    help="Pause the run, resumable, before an epoch that would end after this many minutes "
+         "(a cluster job's or a GPU lease's wall time).")]
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
 RunArg = Annotated[Path, typer.Argument(help="A run directory.", show_default=False)]
 
@@ -140,6 +144,12 @@ class BarReporter(PlainReporter):
         self.progress.console.print(line, markup=False)
 
 
+def _deadline(minutes: float | None) -> float | None:
+    import time
+
+    return None if minutes is None else time.monotonic() + 60 * minutes
+
+
 def _train_and_report(step, exp, run) -> None:
     """Run `step(exp, run, reporter)` (start or resume) with a progress bar on a terminal and
     plain lines otherwise; report the outcome and print the run directory."""
@@ -163,6 +173,9 @@ def _train_and_report(step, exp, run) -> None:
                   f"{summary['best_epoch']}: test accuracy {100 * summary['test_accuracy']:.2f}% "
                   f"({summary['epochs_run']} epochs, {reason}, "
                   f"{summary['wall_time_s']:.0f} s)")
+    elif summary.get("stop_reason") == "time-limit":
+        err.print(f"paused at the time limit before the first epoch ended; "
+                  f"continue with: nnexp resume {run.path}")
     out.print(str(run.path))
 
 
@@ -172,7 +185,8 @@ def _train_and_report(step, exp, run) -> None:
 @command()
 def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
           device: DeviceOpt = None, seed: SeedOpt = None, deterministic: DeterministicOpt = None,
-          data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
+          data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+          time_limit: TimeLimitOpt = None) -> None:
     """Train the network a config describes; prints the new run directory."""
     from nnexp import train as training
     from nnexp.runs import Run
@@ -183,7 +197,7 @@ def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = Non
     run = Run.create(runs_dir, cfg["name"])
     err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "
               f"{exp.spec.n_params:,} parameters, {len(exp.dataset.train.y):,} training images)")
-    _train_and_report(training.start, exp, run)
+    _train_and_report(functools.partial(training.start, deadline=_deadline(time_limit)), exp, run)
 
 
 @command()
@@ -235,7 +249,7 @@ def search(config_path: ConfigArg,
 
 
 @command()
-def resume(run_dir: RunArg, data_dir: DataDirOpt = None) -> None:
+def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOpt = None) -> None:
     """Continue an interrupted run from its last completed epoch."""
     from nnexp import config
     from nnexp import train as training
@@ -252,7 +266,7 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None) -> None:
         raise RunDirError(f"{run.path} diverged; resuming would diverge again. Train anew "
                           "with a smaller training.eta")
     exp = training.prepare(config.resolve(run.read_config()), data_dir=data_dir)
-    _train_and_report(training.resume, exp, run)
+    _train_and_report(functools.partial(training.resume, deadline=_deadline(time_limit)), exp, run)
 
 
 @command("show-config")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -32,7 +32,8 @@ ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter
 PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has recorded its epoch
 # summary.json's stop_reason, in words for people
 STOP_REASONS = {"epochs": "all epochs run", "early-stopping": "stopped early",
-                "eta-floor": "stopped: eta reached eta0/128", "diverged": "diverged"}
+                "eta-floor": "stopped: eta reached eta0/128", "diverged": "diverged",
+                "time-limit": "paused at the time limit; nnexp resume continues it"}
 
 
 @dataclass
@@ -57,7 +58,7 @@ class LoopState:
     test_accuracy: float | None = None  # at best_epoch
     bad_epochs: int = 0  # epochs since the last strict improvement
     wall_time_s: float = 0.0
-    stop_reason: str | None = None  # epochs | early-stopping | eta-floor
+    stop_reason: str | None = None  # epochs | early-stopping | eta-floor (time-limit is never saved)
 
 
 @dataclass
@@ -152,8 +153,12 @@ def epoch_line(record: dict, epochs: int) -> str:
 # --- starting and resuming --------------------------------------------------------------------
 
 
-def start(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
-    """Train a new run in the (fresh) directory `run`; return its summary."""
+def start(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
+          deadline: float | None = None) -> dict:
+    """Train a new run in the (fresh) directory `run`; return its summary.
+
+    `deadline` (a `time.monotonic()` value) pauses the run, resumable, before an epoch that
+    would end after it, e.g. to fit a cluster job's or a GPU lease's wall time."""
     run.write_config(exp.config)
     run.write_env({**environment(), "data": exp.dataset.source})
     run.log(f"nnexp run {run.name}: {exp.config['name']} on {exp.backend.name}/{exp.device}, "
@@ -161,19 +166,20 @@ def start(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
     for layer in exp.spec.layers:
         run.log(f"  layer {layer.index}: {layer.describe()}")
     with run.lock():
-        return _from_scratch(exp, run, reporter)
+        return _from_scratch(exp, run, reporter, deadline)
 
 
-def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None) -> dict:
+def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None, deadline: float | None) -> dict:
     seeds = Seeds.from_seed(exp.config["seed"])
     model_cfg = exp.config["model"]
     params = init_params(exp.spec, model_cfg["init"], seeds.init, model_cfg["init_std"])
     model = build_model(exp, params, seeds)
     state = LoopState(eta=exp.config["training"]["eta"])
-    return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
+    return _loop(exp, run, model, state, seeds, reporter or SilentReporter(), deadline)
 
 
-def resume(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
+def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
+           deadline: float | None = None) -> dict:
     """Continue `run` from its last completed epoch, exactly where it stopped: parameters,
     optimiser buffers, every RNG stream and the loop's counters come from last.npz."""
     with run.lock():
@@ -181,7 +187,7 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
         if not run.checkpoint_path("last").exists():  # stopped before its first epoch ended
             run.truncate_metrics(0)
             run.log("resumed before the first epoch completed: starting over")
-            return _from_scratch(exp, run, reporter)
+            return _from_scratch(exp, run, reporter, deadline)
         params, meta, arrays = run.load_checkpoint("last")
         seeds = Seeds.from_seed(exp.config["seed"])
         model = build_model(exp, params, seeds)
@@ -192,7 +198,7 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None) -> dict:
         _settle_pending_best(run, state)
         run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
         run.log(f"resumed after epoch {state.epoch}")
-        return _loop(exp, run, model, state, seeds, reporter or SilentReporter())
+        return _loop(exp, run, model, state, seeds, reporter or SilentReporter(), deadline)
 
 
 def _settle_pending_best(run: Run, state: LoopState) -> None:
@@ -265,7 +271,7 @@ def _save_last(run: Run, model: Model, state: LoopState, seeds: Seeds) -> None:
 
 
 def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
-          reporter: Reporter) -> dict:
+          reporter: Reporter, deadline: float | None = None) -> dict:
     tr = exp.config["training"]
     eta0, patience = tr["eta"], tr["early_stopping"]["patience"]
     x, y = exp.dataset.train.x, exp.dataset.train.y
@@ -273,8 +279,16 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
     augment = exp.config["data"]["augment"]
     speed_n = tr["monitor_layer_speed"]
     run.write_summary(_summary(exp, run, state, "running"))
+    saved = replace(state)  # the state last.npz holds: what an interruption may claim
+    last_seconds = 0.0  # the last epoch's duration: the estimate of the next one's
     try:
         while state.epoch < tr["epochs"] and state.stop_reason is None:
+            if deadline is not None and time.monotonic() + last_seconds > deadline:
+                saved.stop_reason = "time-limit"  # the next epoch would not end in time
+                run.write_summary(_summary(exp, run, saved, "interrupted"))
+                run.log(f"paused after epoch {saved.epoch} at the time limit; "
+                        f"continue with: nnexp resume {run.path}")
+                return _summary(exp, run, saved, "interrupted")
             epoch, started = state.epoch + 1, time.perf_counter()
             order = seeds.order.permutation(n) if tr["shuffle"] else np.arange(n)
             batches = order[: n - n % m].reshape(-1, m)  # the last partial batch is dropped
@@ -319,14 +333,17 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             line = epoch_line(record, tr["epochs"])
             run.append_metrics(record)  # before the checkpoint: resume trims any excess
             _save_last(run, model, state, seeds)
+            saved, last_seconds = replace(state), record["seconds"]
             if record["best"]:
                 run.promote_checkpoint(PENDING_BEST, "best")
             run.write_summary(_summary(exp, run, state, "running"))
             run.log(line)
             reporter.epoch_finished(record, line)
     except KeyboardInterrupt:
-        run.write_summary(_summary(exp, run, state, "interrupted"))
-        run.log(f"interrupted during epoch {state.epoch + 1}; resume with: nnexp resume {run.path}")
+        # Only what last.npz holds counts: an epoch interrupted after its metrics line but
+        # before its checkpoint is re-run on resume, so the summary must not claim it.
+        run.write_summary(_summary(exp, run, saved, "interrupted"))
+        run.log(f"interrupted during epoch {saved.epoch + 1}; resume with: nnexp resume {run.path}")
         raise
     except RunFailed:
         raise

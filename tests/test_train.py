@@ -155,3 +155,43 @@ def test_batch_larger_than_training_set_is_a_config_error(tmp_path):
     cfg = make_config(data={"train_size": 5}, training={"batch_size": 10})
     with pytest.raises(ConfigError, match="training.batch_size"):
         train.prepare(cfg)
+
+
+def test_a_time_limit_pauses_between_epochs_and_resume_finishes_identically(tmp_path, monkeypatch):
+    cfg = make_config(data={"train_size": 1000}, training={"epochs": 3, "eta": 0.5})
+    _, whole = run_config(cfg, tmp_path, "whole")
+    clock = iter([0.0, 100.0])  # the check before epoch 1 passes; the one before epoch 2 is late
+    monkeypatch.setattr(train.time, "monotonic", lambda: next(clock))
+    exp = train.prepare(cfg)
+    run = Run.create(tmp_path / "paused", cfg["name"])
+    paused = train.start(exp, run, deadline=50.0)
+    assert (paused["status"], paused["stop_reason"], paused["epochs_run"]) == ("interrupted", "time-limit", 1)
+    assert run.read_summary() == paused and len(run.read_metrics()) == 1
+    assert "paused after epoch 1 at the time limit" in (run.path / "train.log").read_text()
+    monkeypatch.undo()
+    resumed = train.resume(exp, run)
+    assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
+    expected = metrics_without_time(Run(whole["run_dir"]))
+    assert metrics_without_time(run) == expected
+
+
+def test_ctrl_c_between_metrics_and_checkpoint_claims_only_the_saved_epoch(tmp_path, monkeypatch):
+    """The epoch whose metrics line is written but whose checkpoint is not is re-run on
+    resume, so the interrupted summary must not count it."""
+    cfg = make_config(data={"train_size": 1000}, training={"epochs": 3, "eta": 0.5})
+    save_last = train._save_last
+
+    def interrupted_at_epoch_2(run, model, state, seeds):
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+        save_last(run, model, state, seeds)
+
+    monkeypatch.setattr(train, "_save_last", interrupted_at_epoch_2)
+    exp = train.prepare(cfg)
+    run = Run.create(tmp_path, cfg["name"])
+    with pytest.raises(KeyboardInterrupt):
+        train.start(exp, run)
+    summary = run.read_summary()
+    _, meta, _ = run.load_checkpoint("last")
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == meta["epoch"] == 1
+    assert summary["best_epoch"] == 1
