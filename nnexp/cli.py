@@ -77,6 +77,20 @@ TimeLimitOpt = Annotated[Optional[float], typer.Option(
          "(a cluster job's or a GPU lease's wall time).")]
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
 RunArg = Annotated[Path, typer.Argument(help="A run directory.", show_default=False)]
+AssignArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="[KEY.PATH=VALUE]...", show_default=False,
+    help="Config overrides, as --set: training.eta=0.1 model.layers.0.units=100.")]
+
+
+def _assignments(items: list[str] | None) -> list[str]:
+    """Positional KEY=VALUE overrides; anything else is a one-line error."""
+    from nnexp.errors import UserError
+
+    for item in items or []:
+        if "=" not in item or not item.partition("=")[0].strip():
+            raise UserError(f"unexpected argument {item!r}: overrides are KEY.PATH=VALUE, "
+                            "e.g. training.eta=0.1")
+    return list(items or [])
 
 
 def command(*args, **kwargs):
@@ -88,7 +102,7 @@ def command(*args, **kwargs):
             try:
                 return fn(*a, **kw)
             except NnexpError as exc:
-                err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+                err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt:
                 err.print("interrupted")
@@ -183,7 +197,7 @@ def _train_and_report(step, exp, run) -> None:
 
 
 @command()
-def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
+def train(config_path: ConfigArg, assignments: AssignArg = None, set_: SetOpt = None, backend: BackendOpt = None,
           device: DeviceOpt = None, seed: SeedOpt = None, deterministic: DeterministicOpt = None,
           data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
           time_limit: TimeLimitOpt = None) -> None:
@@ -191,13 +205,221 @@ def train(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = Non
     from nnexp import train as training
     from nnexp.runs import Run
 
-    cfg = _load_config(config_path, set_, backend=backend, device=device, seed=seed,
-                       deterministic="true" if deterministic else None)
+    cfg = _load_config(config_path, [*_assignments(assignments), *(set_ or [])], backend=backend,
+                       device=device, seed=seed, deterministic="true" if deterministic else None)
     exp = training.prepare(cfg, data_dir=data_dir)  # all input checks happen before the run exists
     run = Run.create(runs_dir, cfg["name"])
     err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "
               f"{exp.spec.n_params:,} parameters, {len(exp.dataset.train.y):,} training images)")
-    _train_and_report(functools.partial(training.start, deadline=_deadline(time_limit)), exp, run)
+    _train_and_report(functools.partial(training.execute, deadline=_deadline(time_limit)), exp, run)
+
+
+class SweepDisplay:
+    """What a sweep shows while it runs: on a terminal, one live line per running point and
+    a count of done / failed / remaining with an ETA; elsewhere, a plain line per point
+    started and finished."""
+
+    def __init__(self, total: int, todo: list, before: dict[str, str], parallel: int):
+        import time
+
+        from nnexp.sweep import DONE
+
+        self.clock = time.monotonic
+        self.total, self.parallel = total, max(1, parallel)
+        waiting = {t.point for t in todo}
+        self.done = sum(1 for s in before.values() if s == DONE)
+        self.failed = sum(1 for p, s in before.items() if s != DONE and p not in waiting)
+        self.waiting, self.running = waiting, {}  # point -> (started, text)
+        self.durations: list[float] = []
+        self.live = None
+        if err.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self.render(), console=err, transient=True, refresh_per_second=4)
+
+    def __enter__(self):
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def _print(self, text: str) -> None:
+        (self.live.console if self.live is not None else err).print(text, markup=False, highlight=False)
+
+    def eta(self) -> str:
+        from nnexp.compare import _duration
+
+        left = len(self.waiting) + len(self.running)
+        if not self.durations or not left:
+            return "ETA –"
+        mean = sum(self.durations) / len(self.durations)
+        return f"ETA {_duration(mean * left / min(self.parallel, left))}"
+
+    def render(self):
+        from rich.console import Group
+        from rich.text import Text
+
+        now = self.clock()
+        lines = [Text(f"  {point}  {text or 'starting'}  ({now - since:.0f} s)")
+                 for point, (since, text) in self.running.items()]
+        lines.append(Text(f"{self.done}/{self.total} done, {self.failed} failed, "
+                          f"{len(self.waiting) + len(self.running)} to run · {self.eta()}", style="bold"))
+        return Group(*lines)
+
+    def __call__(self, event) -> None:
+        kind, point, payload = event
+        if kind == "started":
+            self.waiting.discard(point)
+            self.running[point] = (self.clock(), "")
+            if self.live is None:
+                self._print(f"started {point}")
+        elif kind == "epoch" and point in self.running:
+            record, epochs = payload
+            self.running[point] = (self.running[point][0],
+                                   f"epoch {record['epoch']}/{epochs}  val {100 * record['validation_accuracy']:.2f}%  "
+                                   f"η {record['eta']:g}")
+        elif kind == "finished":
+            self.waiting.discard(point)
+            since, _ = self.running.pop(point, (self.clock(), ""))
+            self.durations.append(self.clock() - since)
+            summary = payload.summary or {}
+            if payload.status == "completed":
+                self.done += 1
+            elif payload.status not in ("interrupted",):
+                self.failed += 1
+            text = f"[{self.done + self.failed}/{self.total}] {point}: {payload.status}"
+            if summary.get("best_epoch"):
+                text += (f", best validation {100 * summary['best_validation_accuracy']:.2f}%, "
+                         f"test {100 * summary['test_accuracy']:.2f}% ({summary.get('wall_time_s', 0):.0f} s)")
+            if payload.error:
+                text += f": {payload.error}"
+            self._print(text)
+        if self.live is not None:
+            self.live.update(self.render())
+
+
+ExecutorOpt = Annotated[str, typer.Option(help="local (processes on this machine) | ray.")]
+JobsOpt = Annotated[Optional[int], typer.Option(
+    "--jobs", "-j", min=1, help="Points run at once (default: this machine's cores).")]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    help="The Ray cluster to use (--executor ray; default: start a local Ray for the sweep).")]
+RetryOpt = Annotated[bool, typer.Option("--retry-failed", help="Run diverged and failed points again.")]
+ThreadsOpt = Annotated[int, typer.Option(
+    min=1, help="BLAS/torch threads per point. A point's metrics are identical under every "
+                "executor and --jobs at the same --threads.")]
+
+
+def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, rank: bool = False) -> None:
+    """Run a sweep's remaining points, show them, print its table; exit 1 unless all completed."""
+    from nnexp import compare as cmp
+    from nnexp import sweep as sweeps
+    from nnexp.errors import RunFailed
+
+    todo, before = sweeps.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads)
+    skipped = len(sweep.plan.points) - len(todo)
+    err.print(f"sweep {sweep.path}: {len(sweep.plan.points)} points"
+              + (f", {skipped} already done or not retried" if skipped else "")
+              + f"; {executor.description}", markup=False)
+    parallel = getattr(executor, "jobs", None) or len(todo)
+    try:
+        with SweepDisplay(len(sweep.plan.points), todo, before, parallel) as display:
+            statuses = sweeps.run(sweep, executor, todo, display)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; completed points are kept and the others resume with: "
+                  f"nnexp sweep {sweep.path}")
+        raise typer.Exit(130) from None
+    started = [sweep.run_path(p) for p in sweep.plan.points if (sweep.run_path(p) / "config.yaml").is_file()]
+    if started:
+        comparison, warnings = cmp.compare(started, sort="best_validation_accuracy", group=not rank)
+        _warn(warnings)
+        _print_table(cmp.render(comparison, "table"), console=err)
+    out.print(str(sweep.path), markup=False)
+    unfinished = {p: s for p, s in statuses.items() if s != sweeps.DONE}
+    if unfinished:
+        listed = ", ".join(f"{p} ({s})" for p, s in list(unfinished.items())[:5])
+        more = f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
+        raise RunFailed(f"{len(unfinished)} of {len(statuses)} points did not complete: {listed}{more}. "
+                        f"Continue with: nnexp sweep {sweep.path}"
+                        + ("" if retry_failed else " (--retry-failed to run failed ones again)"))
+
+
+def _check_points(sweep_plan, data_dir, *, skip_ruled_out: bool = False) -> dict[str, str]:
+    """Every point's config and data checked before anything is made: a typo fails the sweep
+    at once. With `skip_ruled_out` (search), a draw the data rules out is marked failed and
+    reported instead."""
+    from nnexp import executors
+    from nnexp import train as training
+    from nnexp.errors import ConfigError
+
+    datasets = training.DataCache()
+    ruled_out = {}
+    for point in sweep_plan.points:
+        cfg = sweep_plan.config(point)  # a config error is always fatal
+        try:
+            training.prepare(cfg, data_dir=data_dir, datasets=datasets)
+        except ConfigError as exc:
+            if not skip_ruled_out:
+                raise
+            ruled_out[point.id] = str(exc)
+    executors._datasets = datasets  # points run in this process reuse what was just loaded
+    return ruled_out
+
+
+@command()
+def sweep(target: Annotated[Path, typer.Argument(
+              help="A config, a sweep file (YAML with config:, grid:, seeds:), or a sweep "
+                   "directory to continue.", show_default=False)],
+          grid: Annotated[Optional[list[str]], typer.Option(
+              "--grid", "-g", metavar="KEY.PATH=V1,V2,...",
+              help="A config key and its values (repeatable); the points are every combination.")] = None,
+          seeds: Annotated[Optional[str], typer.Option(
+              metavar="N|S1,S2,...", help="N seeds counting up from the config's, or a list.")] = None,
+          jobs: JobsOpt = None, threads: ThreadsOpt = 1, executor: ExecutorOpt = "local",
+          address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
+          device: DeviceOpt = None, data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+          name: Annotated[Optional[str], typer.Option(help="The sweep's name (default: the config's).")] = None,
+          resume_dir: Annotated[Optional[Path], typer.Option(
+              "--resume", metavar="DIR", help="Continue this sweep directory made by the same command.")] = None,
+          retry_failed: RetryOpt = False) -> None:
+    """Many runs as one experiment: a grid of config values x seeds, run in parallel;
+    prints the sweep directory. Running it again continues it."""
+    from nnexp import executors
+    from nnexp import sweep as sweeps
+    from nnexp.errors import UserError
+
+    chosen = executors.make_executor(executor, jobs, address, threads)
+    sets = [*(f"{k}={v}" for k, v in (("backend", backend), ("device", device)) if v is not None), *(set_ or [])]
+    if sweeps.SweepDir.is_sweep(target):
+        if grid or seeds or sets or name or resume_dir:
+            raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
+                            "--grid, --seeds, --set, --name and --resume do not apply")
+        existing = sweeps.SweepDir.open(target)
+        _check_points(existing.plan, data_dir, skip_ruled_out=existing.plan.kind == "search")
+        _run_sweep(existing, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
+                   rank=existing.plan.kind == "search")
+        return
+    grid_values = sweeps.parse_grid(grid or [])
+    if sweeps.is_sweep_file(target):
+        plan = sweeps.read_sweep_file(target, sets=sets, grid=grid_values, seeds=seeds, name=name)
+    else:
+        base = sweeps.load_base(target, sets)
+        from nnexp import config
+
+        first_seed = config.resolve(base)["seed"]
+        plan = sweeps.grid_plan(name or base["name"], {base["name"]: base}, grid_values,
+                                sweeps.parse_seeds(seeds, first_seed))
+    _check_points(plan, data_dir)
+    if resume_dir is not None:
+        made = sweeps.SweepDir.open(resume_dir)
+        if not made.same_points(plan):
+            raise UserError(f"{resume_dir} holds a different sweep (other points or configs); "
+                            f"continue it with: nnexp sweep {resume_dir}")
+    else:
+        made = sweeps.SweepDir.create(runs_dir, plan)
+    _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads)
 
 
 @command()
@@ -208,44 +430,34 @@ def search(config_path: ConfigArg,
                     "choice:A,B,... (repeatable), e.g. training.eta=log-uniform:1e-6:1e-2.")],
            trials: Annotated[int, typer.Option(min=1, help="Number of runs.")] = 10,
            search_seed: Annotated[int, typer.Option(min=0, help="Seeds the draws (not the networks).")] = 0,
-           set_: SetOpt = None, backend: BackendOpt = None, device: DeviceOpt = None,
-           data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
-    """Random hyper-parameter search: one run per draw, then the runs ranked by validation accuracy."""
-    from nnexp import compare as cmp
+           jobs: JobsOpt = None, threads: ThreadsOpt = 1, executor: ExecutorOpt = "local",
+           address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
+           device: DeviceOpt = None, data_dir: DataDirOpt = None,
+           runs_dir: RunsDirOpt = Path("runs")) -> None:
+    """Random hyper-parameter search: a sweep whose points are random draws, then the runs
+    ranked by validation accuracy; prints the sweep directory (`nnexp sweep DIR` continues it)."""
+    from nnexp import executors
     from nnexp import search as searching
-    from nnexp import train as training
-    from nnexp.errors import ConfigError, RunFailed
-    from nnexp.runs import Run
+    from nnexp import sweep as sweeps
 
-    draws = searching.plan([searching.parse_sample(s) for s in sample], trials, search_seed)
-    # every trial's config is checked before the first one trains
-    configs = [_load_config(config_path, [*(set_ or []), *searching.overrides(values)],
-                            backend=backend, device=device) for values in draws]
-    done, failed = [], 0
-    for k, (cfg, values) in enumerate(zip(configs, draws), start=1):
-        cfg["name"] = f"{cfg['name']}-t{k:03d}"
+    chosen = executors.make_executor(executor, jobs, address, threads)
+    samples = [searching.parse_sample(s) for s in sample]
+    draws = searching.plan(samples, trials, search_seed)
+    sets = [*(f"{k}={v}" for k, v in (("backend", backend), ("device", device)) if v is not None), *(set_ or [])]
+    base = sweeps.load_base(config_path, sets)
+    plan = sweeps.search_plan(f"{base['name']}-search", base, draws,
+                              {"samples": sample, "trials": trials, "search_seed": search_seed})
+    for point in plan.points:  # every draw's config is checked before the first one trains
         drawn = ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
-                          for key, value in values.items())
-        err.print(f"trial {k}/{trials}: {drawn}", markup=False)
-        try:  # a draw the data rules out (a batch larger than the training set): skip it
-            exp = training.prepare(cfg, data_dir=data_dir)
-        except ConfigError as exc:
-            err.print(f"[yellow]trial {k} skipped:[/] {escape(str(exc))}", markup=True)
-            failed += 1
-            continue
-        run = Run.create(runs_dir, cfg["name"])
-        try:
-            _train_and_report(training.start, exp, run)
-        except RunFailed as exc:  # one bad draw (a diverging eta) does not end the search
-            err.print(f"[yellow]trial {k} failed:[/] {escape(str(exc))}", markup=True)
-            failed += 1
-        done.append(run.path)
-    if done:
-        comparison, warnings = cmp.compare(done, sort="best_validation_accuracy", group=False)
-        _warn(warnings)
-        _print_table(cmp.render(comparison, "table"))
-    if failed == trials:
-        raise RunFailed(f"every one of the {trials} trials failed")
+                          for key, value in point.overrides.items())
+        err.print(f"trial {point.id}: {drawn}", markup=False)
+    ruled_out = _check_points(plan, data_dir, skip_ruled_out=True)
+    made = sweeps.SweepDir.create(runs_dir, plan)
+    for point, why in ruled_out.items():  # a draw the data rules out (a batch larger than the set)
+        err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
+        made.status[point] = "failed"
+    made.save()
+    _run_sweep(made, chosen, data_dir=data_dir, retry_failed=False, threads=threads, rank=True)
 
 
 @command()
@@ -266,17 +478,18 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
         raise RunDirError(f"{run.path} diverged; resuming would diverge again. Train anew "
                           "with a smaller training.eta")
     exp = training.prepare(config.resolve(run.read_config()), data_dir=data_dir)
-    _train_and_report(functools.partial(training.resume, deadline=_deadline(time_limit)), exp, run)
+    _train_and_report(functools.partial(training.execute, deadline=_deadline(time_limit)), exp, run)
 
 
 @command("show-config")
-def show_config(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt = None,
-                device: DeviceOpt = None, seed: SeedOpt = None) -> None:
+def show_config(config_path: ConfigArg, assignments: AssignArg = None, set_: SetOpt = None,
+                backend: BackendOpt = None, device: DeviceOpt = None, seed: SeedOpt = None) -> None:
     """Print the fully resolved config (every default filled in) after --set overrides."""
     from nnexp.config import dump
     from nnexp.network import build_spec
 
-    cfg = _load_config(config_path, set_, backend=backend, device=device, seed=seed)
+    cfg = _load_config(config_path, [*_assignments(assignments), *(set_ or [])], backend=backend,
+                       device=device, seed=seed)
     out.print(dump(cfg).rstrip("\n"), markup=False)
     spec = build_spec(cfg["model"]["layers"])
     err.print(f"# {spec.n_params:,} parameters: " + " | ".join(l.describe() for l in spec.layers),
@@ -371,9 +584,11 @@ def _warn(warnings: list[str]) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
 
-def _print_table(table: Table) -> None:
+def _print_table(table: Table, console: Console | None = None) -> None:
     """On a terminal, fit the table to it; in a pipe or file, never squeeze or cut a column."""
-    console = out if out.is_terminal else Console(highlight=False, width=100_000)
+    console = console or out
+    if not console.is_terminal:
+        console = Console(highlight=False, width=100_000, stderr=console.stderr)
     console.print(table)
 
 

@@ -71,6 +71,28 @@ def to_json(value, indent: int | None = 2) -> str:
     return json.dumps(_plain(value), indent=indent, allow_nan=False)
 
 
+def make_unique_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A new directory ``parent/<name>-<YYYYmmdd-HHMMSS>[-N]`` (runs and sweeps). One atomic
+    mkdir each, so two started at the same moment never share one."""
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the runs directory {parent}: {exc.strerror}") from None
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "run"
+    for n in range(1, 10_000):
+        path = parent / (f"{safe}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            path.mkdir()  # atomic: exactly one process wins each name
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunDirError(f"cannot create a directory in {parent}: {exc.strerror}") from None
+        return path
+    raise RunDirError(f"too many directories named {safe}-{stamp} in {parent}")
+
+
 class Run:
     """A run directory on disk."""
 
@@ -89,24 +111,30 @@ class Run:
     @classmethod
     def create(cls, runs_dir: str | os.PathLike, name: str) -> "Run":
         """A fresh, empty run directory; never an existing one."""
-        runs_dir = Path(runs_dir)
+        run = cls(make_unique_dir(runs_dir, name))
+        (run.path / "checkpoints").mkdir()
+        return run
+
+    @classmethod
+    def at(cls, path: str | os.PathLike) -> "Run":
+        """The run directory at exactly `path` (a sweep's point), created if missing; one
+        that exists is returned as it is, for `train.execute` to resume or skip."""
+        run = cls(path)
         try:
-            runs_dir.mkdir(parents=True, exist_ok=True)
+            (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RunDirError(f"cannot create the runs directory {runs_dir}: {exc.strerror}") from None
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "run"
-        for n in range(1, 10_000):
-            path = runs_dir / (f"{safe}-{stamp}" + (f"-{n}" if n > 1 else ""))
-            try:
-                path.mkdir()  # atomic: exactly one process wins each name
-            except FileExistsError:
+            raise RunDirError(f"cannot create the run directory {run.path}: {exc.strerror}") from None
+        return run
+
+    def clear(self) -> None:
+        """Remove everything a run wrote (to start a failed run over), keeping the directory."""
+        import shutil
+
+        for child in self.path.iterdir():
+            if child.name == ".lock":
                 continue
-            except OSError as exc:
-                raise RunDirError(f"cannot create a run directory in {runs_dir}: {exc.strerror}") from None
-            (path / "checkpoints").mkdir()
-            return cls(path)
-        raise RunDirError(f"too many runs named {safe}-{stamp} in {runs_dir}")
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        (self.path / "checkpoints").mkdir()
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Run":

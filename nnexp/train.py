@@ -24,7 +24,7 @@ import numpy as np
 from nnexp import backends
 from nnexp.backends import Backend, Model, Objective, Optimizer
 from nnexp.data import Dataset, load_dataset
-from nnexp.errors import ConfigError, RunFailed
+from nnexp.errors import ConfigError, RunDirError, RunFailed
 from nnexp.network import NetworkSpec, build_spec, init_params, penalty_scale
 from nnexp.runs import Run, environment
 
@@ -98,14 +98,36 @@ class SilentReporter:
         pass
 
 
-def prepare(cfg: dict, *, data_dir=None) -> Experiment:
-    """Check everything that can be checked before training, and load the data."""
+class DataCache:
+    """Data sets by what identifies them, loaded once: whoever runs many trials in one
+    process (a sweep worker, a search) passes one to `prepare`. The loop never changes the
+    arrays, so trials can share them."""
+
+    def __init__(self):
+        self._sets: dict[tuple, Dataset] = {}
+
+    def get(self, data: dict, data_dir=None) -> Dataset:
+        where = data_dir or data["path"]
+        key = (data["dataset"], str(where) if where else None, data["train_size"], data["expanded_seed"])
+        if key not in self._sets:
+            self._sets[key] = load_dataset(data["dataset"], data_dir=where, train_size=data["train_size"],
+                                           expanded_seed=data["expanded_seed"])
+        return self._sets[key]
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+
+def prepare(cfg: dict, *, data_dir=None, datasets: DataCache | None = None,
+            dataset: Dataset | None = None) -> Experiment:
+    """Check everything that can be checked before training, and get the data: `dataset`
+    as given (tests pass small synthetic ones), else from `datasets`, else loaded."""
     backend = backends.get(cfg["backend"])
     device = backend.resolve_device(cfg["device"])
     spec = build_spec(cfg["model"]["layers"])
     data = cfg["data"]
-    dataset = load_dataset(data["dataset"], data_dir=data_dir or data["path"],
-                           train_size=data["train_size"], expanded_seed=data["expanded_seed"])
+    if dataset is None:
+        dataset = (datasets if datasets is not None else DataCache()).get(data, data_dir)
     n, m = len(dataset.train.y), cfg["training"]["batch_size"]
     if m > n:
         raise ConfigError("training.batch_size", f"{m} is larger than the training set ({n} images)")
@@ -150,7 +172,46 @@ def epoch_line(record: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-# --- starting and resuming --------------------------------------------------------------------
+# --- starting and resuming ---------------------------------------------------------------------
+
+# Keys a resumed run may change: they decide how far a run goes, not what it has done so far.
+RESUMABLE_KEYS = ("training.epochs", "training.early_stopping.patience")
+
+
+def execute(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
+            deadline: float | None = None, retry_failed: bool = False) -> dict:
+    """The one entry point for a run, shared by `train`, `resume`, `search` and every sweep
+    executor: a prepared trial in, the run directory `run` brought as far as it can go, and
+    its summary out. Idempotent: an empty directory starts, an interrupted or killed run
+    resumes from its last epoch, a completed one is returned as it is, and a diverged or
+    failed one is returned as it is unless `retry_failed`, which starts it over."""
+    if not Run.is_run(run.path):
+        return start(exp, run, reporter, deadline=deadline)
+    summary = run.read_summary() or {}
+    status = summary.get("status")
+    if status == "completed":
+        return summary
+    if status in ("diverged", "failed"):
+        if not retry_failed:
+            return summary
+        run.clear()
+        return start(exp, run, reporter, deadline=deadline)
+    _check_same_config(run, exp.config)
+    return resume(exp, run, reporter, deadline=deadline)
+
+
+def _check_same_config(run: Run, cfg: dict) -> None:
+    """A run resumes under the config it started with (apart from RESUMABLE_KEYS): anything
+    else would continue one network as another."""
+    from nnexp.config import resolve
+    from nnexp.runset import flatten
+
+    stored = flatten(resolve(run.read_config()))
+    given = flatten(cfg)
+    for key in sorted(set(stored) | set(given)):
+        if key not in RESUMABLE_KEYS and key != "name" and stored.get(key) != given.get(key):
+            raise RunDirError(f"{run.path} was started with {key} = {stored.get(key)!r}, not "
+                              f"{given.get(key)!r}; a run resumes under its own config")
 
 
 def start(exp: Experiment, run: Run, reporter: Reporter | None = None, *,

@@ -79,10 +79,12 @@ def test_search_trains_one_run_per_trial_and_ranks_them(tmp_path, cached_data):
     result = CliRunner().invoke(app, ["search", str(small_config(tmp_path)), "--trials", "3",
                                       "--sample", "training.eta=log-uniform:0.01:1",
                                       "--sample", "training.batch_size=choice:10,20",
-                                      "--runs-dir", str(runs)])
+                                      "--runs-dir", str(runs), "--jobs", "1"])
     assert result.exit_code == 0, result.output
-    made = sorted(runs.iterdir())
-    assert [p.name.split("-")[1] for p in made] == ["t001", "t002", "t003"]
+    (sweep_dir,) = runs.iterdir()
+    assert sweep_dir.name.startswith("tiny-search-") and (sweep_dir / "sweep.json").is_file()
+    made = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name for p in made] == ["t001", "t002", "t003"]
     expected = search.plan([search.parse_sample("training.eta=log-uniform:0.01:1"),
                             search.parse_sample("training.batch_size=choice:10,20")], 3, seed=0)
     for path, values in zip(made, expected):
@@ -90,7 +92,8 @@ def test_search_trains_one_run_per_trial_and_ranks_them(tmp_path, cached_data):
         assert cfg["training"]["eta"] == values["training.eta"]
         assert cfg["training"]["batch_size"] == values["training.batch_size"]
         assert (path / "summary.json").exists()
-    assert "trial 3/3" in result.output and "training.eta" in result.output  # the ranking table
+    assert "trial t003" in result.output and "training.eta" in result.output  # the ranking table
+    assert result.stdout.strip().splitlines()[-1] == str(sweep_dir)
 
 
 @needs_mnist
@@ -98,10 +101,13 @@ def test_a_diverging_trial_does_not_end_the_search(tmp_path, cached_data):
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["search", str(small_config(tmp_path)), "--trials", "2",
                                       "--sample", "training.eta=choice:1e9", "--set", "model.init=large",
-                                      "--set", "model.layers.0.activation=linear", "--runs-dir", str(runs)])
-    assert "trial 1 failed" in result.output and "trial 2/2" in result.output
-    assert result.exit_code == 1, result.output  # every trial failed
-    assert len(list(runs.iterdir())) == 2
+                                      "--set", "model.layers.0.activation=linear", "--runs-dir", str(runs),
+                                      "--jobs", "1"])
+    assert "t001: diverged" in result.output and "t002: diverged" in result.output
+    assert "2 of 2 points did not complete" in result.output
+    assert result.exit_code == 1, result.output  # no trial completed
+    (sweep_dir,) = runs.iterdir()
+    assert len([p for p in sweep_dir.iterdir() if p.is_dir()]) == 2
 
 
 @needs_mnist
@@ -109,13 +115,14 @@ def test_a_draw_the_data_rules_out_is_skipped_not_fatal(tmp_path, cached_data):
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["search", str(small_config(tmp_path)), "--trials", "2",
                                       "--sample", "training.batch_size=choice:500,10",
-                                      "--search-seed", "1", "--runs-dir", str(runs)])
+                                      "--search-seed", "1", "--runs-dir", str(runs), "--jobs", "1"])
     draws = [d["training.batch_size"] for d in search.plan(
         [search.parse_sample("training.batch_size=choice:500,10")], 2, 1)]
     assert sorted(draws) == [10, 500], "the seed must draw both values for this test"
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # not every point completed
     assert "skipped" in result.output and "500 is larger than the training set (200 images)" in result.output
-    assert len(list(runs.iterdir())) == 1
+    (sweep_dir,) = runs.iterdir()
+    assert len([p for p in sweep_dir.iterdir() if p.is_dir()]) == 1
 
 
 @pytest.mark.parametrize("args,words", [

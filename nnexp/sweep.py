@@ -1,0 +1,356 @@
+"""Many runs as one experiment: a sweep's points, its directory and its manifest.
+
+A sweep is one or more base configs and a list of points, each a set of config overrides:
+the cartesian product of a grid with a list of seeds, or the random draws of a search. Every
+point is an ordinary run directory inside the sweep directory, named by the point's id, so
+everything that works on a run works on a point, and `nnexp compare DIR` compares them all:
+
+    runs/<name>-<YYYYmmdd-HHMMSS>/
+      sweep.json          the manifest: the base configs, each point's overrides and status
+      eta=0.25,seed=1/    a run directory (config.yaml, metrics.jsonl, checkpoints/, ...)
+      ...
+
+Running a sweep again skips completed points and resumes the others from their last epoch;
+`train.execute` makes that decision per point, from the point's own run directory. Only the
+process that runs the sweep writes the manifest; the executors (`executors.py`) run points.
+
+A sweep file is YAML with a `config:` key (a path relative to the file, a list of paths, or
+an inline mapping) and optionally `name:`, `set:`, `grid:` and `seeds:`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from nnexp import config
+from nnexp.errors import ConfigError, RunDirError, UserError
+from nnexp.runs import Run, atomic_write_text, make_unique_dir, to_json
+
+MANIFEST = "sweep.json"
+MANIFEST_FORMAT = 1
+SWEEP_FILE_KEYS = ("name", "config", "set", "grid", "seeds")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
+ID_LIMIT = 80  # characters; longer ids are cut and made unique by a hash
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep: overrides applied to one of the sweep's base configs."""
+
+    id: str
+    base: str  # key into Plan.bases
+    overrides: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    """Everything that defines a sweep; `sweep.json` holds it, so a sweep directory alone
+    is enough to run the sweep again."""
+
+    name: str
+    kind: str  # grid | search
+    bases: dict[str, dict]  # raw configs (their --set already applied), by key
+    points: list[Point]
+    spec: dict = field(default_factory=dict)  # how the points were made (grid, seeds, samples)
+
+    def config(self, point: Point) -> dict:
+        """The point's resolved config; a bad value is a ConfigError naming the point."""
+        raw = config.apply_overrides(self.bases[point.base], overrides(point.overrides))
+        try:
+            return config.resolve(raw)
+        except ConfigError as exc:
+            raise ConfigError(exc.path, f"{exc.message} (sweep point {point.id})") from None
+
+
+def overrides(values: dict[str, Any]) -> list[str]:
+    """Values as --set strings, written as JSON: JSON is YAML, null stays null, a string stays
+    a string, and a float keeps every digit (1e-05 reads back as a number)."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``KEY=V1,V2,...`` (repeatable) -> {key: [values]}; each value is read as YAML."""
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise UserError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. training.eta=0.025,0.25,2.5")
+        try:
+            values = [config.parse_yaml(v.strip()) for v in text.split(",") if v.strip()]
+        except Exception:  # noqa: BLE001 - any YAML error: one line naming the option
+            raise UserError(f"--grid {item!r}: a value is not valid YAML") from None
+        if key in grid:
+            raise UserError(f"--grid: {key} is given twice")
+        grid[key] = values
+    return grid
+
+
+def parse_seeds(text: str | int | list | None, base_seed: int, where: str = "--seeds") -> list[int] | None:
+    """``N`` -> N seeds counting up from the config's own; ``1,3,5`` or a YAML list -> those."""
+    if text is None:
+        return None
+    if isinstance(text, str) and "," not in text:
+        try:
+            text = int(text)
+        except ValueError:
+            raise UserError(f"{where}: expected a count N or a list 1,3,5, got {text!r}") from None
+    if isinstance(text, bool):
+        raise UserError(f"{where}: expected a count N or a list of seeds, got {text}")
+    if isinstance(text, int):
+        if text < 1:
+            raise UserError(f"{where}: the number of seeds must be at least 1, got {text}")
+        return list(range(base_seed, base_seed + text))
+    parts = text.split(",") if isinstance(text, str) else text
+    try:
+        seeds = [int(s) for s in parts if str(s).strip()] if isinstance(parts, list) else None
+    except ValueError:
+        seeds = None
+    if not seeds or any(s < 0 for s in seeds) or any(isinstance(s, bool) for s in parts):
+        raise UserError(f"{where}: expected a count N or a list of seeds >= 0, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: a seed is listed twice")
+    return seeds
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """Each key's last part (``training.eta`` -> ``eta``) where that is unambiguous."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def point_id(parts: list[tuple[str, Any]]) -> str:
+    """A readable id that depends only on the point's values, so re-running the same sweep
+    finds the same directories: ``eta=0.25,seed=1``. Unsafe characters become ``_``; an
+    over-long id is cut and made unique with a hash of the whole."""
+    text = ",".join(name if value is None else f"{name}={_value_text(value)}" for name, value in parts)
+    safe = _ID_UNSAFE.sub("_", text) or "point"
+    if len(safe) > ID_LIMIT or safe in (".", ".."):
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        safe = f"{safe[:ID_LIMIT - 9]}-{digest}"
+    return safe
+
+
+def grid_plan(name: str, bases: dict[str, dict], grid: dict[str, list], seeds: list[int] | None) -> Plan:
+    """The cartesian product bases x grid values x seeds, in that nesting order."""
+    for key, values in grid.items():
+        if not values:
+            raise UserError(f"grid: {key} has no values")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise UserError(f"grid: {key} lists a value twice")
+    if seeds is not None and "seed" in grid:
+        raise UserError("give the seeds either as --seeds or as a grid over seed, not both")
+    short = _short_names(list(grid))
+    axes = [[(key, v) for v in values] for key, values in grid.items()]
+    if seeds is not None:
+        axes.append([("seed", s) for s in seeds])
+    points = []
+    for base in bases:
+        for combo in itertools.product(*axes):
+            parts = ([(base, None)] if len(bases) > 1 else []) + [(short.get(k, k), v) for k, v in combo]
+            points.append(Point(point_id(parts) if parts else "run", base, dict(combo)))
+    ids = [p.id for p in points]
+    if len(set(ids)) != len(ids):  # values that differ only in unsafe characters
+        points = [Point(f"{i:03d}-{p.id}", p.base, p.overrides) for i, p in enumerate(points, start=1)]
+    spec = {"grid": grid, "seeds": seeds}
+    return Plan(name, "grid", bases, points, spec)
+
+
+def search_plan(name: str, base: dict, draws: list[dict[str, Any]], spec: dict) -> Plan:
+    """A random search as a sweep: one point per draw, ``t001``, ``t002``, ..."""
+    width = max(3, len(str(len(draws))))
+    points = [Point(f"t{k:0{width}d}", name, values) for k, values in enumerate(draws, start=1)]
+    return Plan(name, "search", {name: base}, points, spec)
+
+
+def load_base(path: str | Path, sets: list[str]) -> dict:
+    """A config file with --set applied, validated (so a typo fails before any point runs)."""
+    raw = config.apply_overrides(config.load_yaml(path), sets)
+    config.resolve(raw)
+    return raw
+
+
+def is_sweep_file(path: str | Path) -> bool:
+    """A sweep file is YAML with a top-level `config:` key (no config has one)."""
+    try:
+        return Path(path).is_file() and "config" in config.read_yaml_file(path)
+    except ConfigError:
+        return False
+
+
+def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
+                    seeds: str | None, name: str | None) -> Plan:
+    """A sweep file, with the command line's --set appended and its --grid / --seeds taking
+    precedence over the file's."""
+    path = Path(path)
+    raw = config.read_yaml_file(path)
+    for key in raw:
+        if key not in SWEEP_FILE_KEYS:
+            raise ConfigError(str(key), f"unknown key in the sweep file {path}; valid keys: "
+                              f"{', '.join(SWEEP_FILE_KEYS)}")
+    sources = raw["config"] if isinstance(raw["config"], list) else [raw["config"]]
+    file_sets = raw.get("set") or {}
+    if not isinstance(file_sets, dict):
+        raise ConfigError("set", "expected a mapping of config keys to values")
+    all_sets = overrides(file_sets) + sets
+    bases: dict[str, dict] = {}
+    for i, source in enumerate(sources):
+        where = f"config.{i}" if isinstance(raw["config"], list) else "config"
+        if isinstance(source, dict):
+            base = config.apply_overrides({"name": path.stem, **source}, all_sets)
+            config.resolve(base)
+        elif isinstance(source, str) and source.strip():
+            target = (path.parent / source).expanduser()
+            if not target.is_file():
+                raise ConfigError(where, f"config file not found: {target}")
+            base = load_base(target, all_sets)
+        else:
+            raise ConfigError(where, "expected a config file's path or a config mapping")
+        key = str(base["name"])
+        if key in bases:
+            raise ConfigError(where, f"two configs are named {key!r}; give them different names")
+        bases[key] = base
+    file_grid = raw.get("grid") or {}
+    if not isinstance(file_grid, dict) or not all(isinstance(v, list) for v in file_grid.values()):
+        raise ConfigError("grid", "expected a mapping of config keys to lists of values")
+    first = config.resolve(next(iter(bases.values())))
+    chosen_seeds = parse_seeds(seeds if seeds is not None else raw.get("seeds"), first["seed"],
+                               "--seeds" if seeds is not None else "seeds")
+    sweep_name = name or str(raw.get("name") or path.stem)
+    return grid_plan(sweep_name, bases, {**file_grid, **grid}, chosen_seeds)
+
+
+# --- the sweep directory ----------------------------------------------------------------------
+
+
+@dataclass
+class SweepDir:
+    """A sweep directory and its manifest; the only code that writes `sweep.json`."""
+
+    path: Path
+    plan: Plan
+    status: dict[str, str]  # point id -> pending | running | completed | diverged | failed | ...
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, plan: Plan) -> "SweepDir":
+        sweep = cls(make_unique_dir(runs_dir, plan.name), plan, {p.id: "pending" for p in plan.points})
+        sweep.save()
+        return sweep
+
+    @classmethod
+    def open(cls, path: str | Path) -> "SweepDir":
+        path = Path(path)
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            raise RunDirError(f"not a sweep directory: {path} has no {MANIFEST}")
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            points = [Point(p["id"], p["base"], dict(p["overrides"])) for p in data["points"]]
+            plan = Plan(data["name"], data["kind"], dict(data["bases"]), points, dict(data.get("spec") or {}))
+            status = {p["id"]: str(p.get("status", "pending")) for p in data["points"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunDirError(f"{manifest} is damaged ({type(exc).__name__}: {exc})") from None
+        if data.get("format") != MANIFEST_FORMAT:
+            raise RunDirError(f"{manifest} has format {data.get('format')!r}; this nnexp reads {MANIFEST_FORMAT}")
+        return cls(path, plan, status)
+
+    @staticmethod
+    def is_sweep(path: str | Path) -> bool:
+        return (Path(path) / MANIFEST).is_file()
+
+    def save(self) -> None:
+        plan = self.plan
+        data = {
+            "format": MANIFEST_FORMAT, "name": plan.name, "kind": plan.kind,
+            "updated": datetime.now().isoformat(timespec="seconds"),
+            "command": sys.argv, "spec": plan.spec, "bases": plan.bases,
+            "points": [{"id": p.id, "base": p.base, "overrides": p.overrides,
+                        "status": self.status.get(p.id, "pending")} for p in plan.points],
+        }
+        atomic_write_text(self.path / MANIFEST, to_json(data))
+
+    def run_path(self, point: Point) -> Path:
+        return self.path / point.id
+
+    def same_points(self, plan: Plan) -> bool:
+        """Whether `plan` (from a command line) is the sweep this directory holds."""
+        mine = [(p.id, json.dumps(self.plan.config(p), sort_keys=True)) for p in self.plan.points]
+        theirs = [(p.id, json.dumps(plan.config(p), sort_keys=True)) for p in plan.points]
+        return mine == theirs
+
+    def point_status(self, point: Point) -> str:
+        """From the point's run directory, which is the truth; the manifest's word only for
+        a point that failed before its run directory got a summary."""
+        from nnexp.runset import read_run
+
+        path = self.run_path(point)
+        if Run.is_run(path):
+            try:
+                summary_status = read_run(path).status
+            except UserError:
+                return "damaged"
+            if summary_status not in ("starting", "unknown"):
+                return summary_status
+        return "failed" if self.status.get(point.id) == "failed" else "pending"
+
+
+# --- running ----------------------------------------------------------------------------------
+
+DONE = "completed"
+NOT_RETRIED = ("diverged", "failed", "damaged")  # run again only with retry_failed
+
+
+def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = False, threads: int = 1):
+    """The points still to run, as executor tasks, and every point's status before running.
+    Every point's config is resolved here, so a bad one fails before any point trains."""
+    from nnexp.executors import Task
+
+    todo, before = [], {}
+    configs = {point.id: sweep.plan.config(point) for point in sweep.plan.points}
+    for point in sweep.plan.points:
+        status = before[point.id] = sweep.point_status(point)
+        if status == DONE or (status in NOT_RETRIED and not retry_failed):
+            continue
+        if status == "damaged":
+            Run(sweep.run_path(point)).clear()
+        todo.append(Task(point.id, configs[point.id], str(sweep.run_path(point)),
+                         str(data_dir) if data_dir else None, retry_failed, threads))
+    return todo, before
+
+
+def run(sweep: SweepDir, executor, todo: list, on_event=None) -> dict[str, str]:
+    """Run `todo` on `executor`, keeping the manifest's statuses current; returns them."""
+    def handle(event):
+        kind, point, payload = event
+        if kind == "started":
+            sweep.status[point] = "running"
+            sweep.save()
+        elif kind == "finished":
+            sweep.status[point] = payload.status
+            sweep.save()
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        executor.run(todo, handle)
+    finally:  # an interruption too: record what the run directories say now
+        for point in sweep.plan.points:
+            if sweep.status.get(point.id) in ("running", "pending"):
+                sweep.status[point.id] = sweep.point_status(point)
+        sweep.save()
+    return dict(sweep.status)

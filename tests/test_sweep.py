@@ -1,0 +1,331 @@
+"""Sweeps: planning (grid x seeds, ids, sweep files), the one run entry point's idempotence on
+synthetic data, and whole sweeps through the CLI: failures, re-runs, SIGKILL and resume, the
+local pool and Ray, each checked against a serial, uninterrupted sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nnexp import sweep as sweeps
+from nnexp import train
+from nnexp.cli import app
+from nnexp.data import Dataset, Split
+from nnexp.errors import ConfigError, UserError
+from nnexp.runs import Run
+
+from conftest import make_config, needs_mnist
+
+TINY = {"name": "tiny", "data": {"train_size": 300},
+        "model": {"init": "network2", "layers": [{"type": "dense", "units": 10},
+                                                 {"type": "softmax", "units": 10}]},
+        "training": {"epochs": 2, "eta": 0.5}}
+
+
+def write_tiny(tmp_path, **training) -> Path:
+    raw = json.loads(json.dumps(TINY))
+    raw["training"].update(training)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def metrics_of(point_dir: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in Run(point_dir).read_metrics()]
+
+
+def sweep_dir_of(runs: Path) -> Path:
+    (made,) = [p for p in runs.iterdir() if p.is_dir()]
+    return made
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def test_grid_and_seeds_expand_to_the_cartesian_product_in_order():
+    plan = sweeps.grid_plan("s", {"s": dict(TINY)},
+                            {"training.eta": [0.1, 1.0], "model.layers.0.units": [10, 20]}, [1, 2])
+    assert len(plan.points) == 8
+    assert [p.id for p in plan.points[:3]] == ["eta=0.1,units=10,seed=1", "eta=0.1,units=10,seed=2",
+                                              "eta=0.1,units=20,seed=1"]
+    assert plan.points[-1].overrides == {"training.eta": 1.0, "model.layers.0.units": 20, "seed": 2}
+    cfg = plan.config(plan.points[-1])
+    assert (cfg["training"]["eta"], cfg["model"]["layers"][0]["units"], cfg["seed"]) == (1.0, 20, 2)
+    assert sweeps.grid_plan("s", {"s": dict(TINY)}, {}, None).points[0].id == "run"
+
+
+def test_point_ids_depend_only_on_values_and_stay_safe():
+    make = lambda: sweeps.grid_plan("s", {"s": dict(TINY)}, {"training.eta": [0.025, 2.5]}, [1])  # noqa: E731
+    assert [p.id for p in make().points] == [p.id for p in make().points] == ["eta=0.025,seed=1",
+                                                                              "eta=2.5,seed=1"]
+    # the same last part under two keys: the full keys name them
+    plan = sweeps.grid_plan("s", {"s": dict(TINY)}, {"model.layers.0.units": [10], "data.units": [1]}, None)
+    assert plan.points[0].id == "model.layers.0.units=10,data.units=1"
+    assert sweeps.point_id([("path", "a/b c")]) == "path=a_b_c"
+    long = sweeps.point_id([("k", "x" * 200)])
+    assert len(long) == sweeps.ID_LIMIT and long != sweeps.point_id([("k", "x" * 199)])
+
+
+def test_several_configs_are_a_dimension_of_the_grid(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**TINY, "name": "a"}))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({**TINY, "name": "b"}))
+    path = tmp_path / "ladder.yaml"
+    path.write_text(yaml.safe_dump({"config": ["a.yaml", "b.yaml"], "seeds": 2,
+                                    "set": {"training.epochs": 1}}))
+    plan = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+    assert plan.name == "ladder"
+    assert [p.id for p in plan.points] == ["a,seed=0", "a,seed=1", "b,seed=0", "b,seed=1"]
+    assert all(plan.config(p)["training"]["epochs"] == 1 for p in plan.points)
+
+
+def test_a_sweep_file_takes_command_line_grid_and_seeds_over_its_own(tmp_path):
+    write_tiny(tmp_path)
+    path = tmp_path / "eta.yaml"
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "grid": {"training.eta": [0.1, 0.2]}, "seeds": [4]}))
+    plan = sweeps.read_sweep_file(path, sets=["training.epochs=3"], grid={"training.eta": [0.3]},
+                                  seeds="1,2", name="mine")
+    assert plan.name == "mine" and [p.id for p in plan.points] == ["eta=0.3,seed=1", "eta=0.3,seed=2"]
+    assert plan.config(plan.points[0])["training"]["epochs"] == 3
+
+
+@pytest.mark.parametrize("content,words", [
+    ({"config": "tiny.yaml", "grids": {}}, "grids: unknown key"),
+    ({"config": "missing.yaml"}, "config: config file not found"),
+    ({"config": "tiny.yaml", "grid": {"training.eta": 0.1}}, "grid: expected a mapping"),
+    ({"config": "tiny.yaml", "seeds": 0}, "seeds: the number of seeds must be at least 1"),
+    ({"config": "tiny.yaml", "grid": {"training.etaa": [0.1]}}, "training.etaa: unknown key"),
+    ({"config": "tiny.yaml", "grid": {"training.eta": [-1]}}, "training.eta: must be > 0"),
+])
+def test_bad_sweep_files_name_the_key(tmp_path, content, words):
+    write_tiny(tmp_path)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(UserError, match=words.replace("(", r"\(")):
+        plan = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+        [plan.config(p) for p in plan.points]
+
+
+@pytest.mark.parametrize("text,expected", [("3", [1, 2, 3]), ("1,3,5", [1, 3, 5]), (2, [1, 2]), ([7, 8], [7, 8])])
+def test_seeds_count_up_from_the_configs_or_are_listed(text, expected):
+    assert sweeps.parse_seeds(text, 1) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "x", "1,1", "1,-2", True])
+def test_bad_seeds_are_refused(text):
+    with pytest.raises(UserError):
+        sweeps.parse_seeds(text, 1)
+
+
+@pytest.mark.parametrize("items,words", [(["training.eta"], "expected KEY=V1,V2"),
+                                         (["training.eta=0.1", "training.eta=0.2"], "given twice"),
+                                         (["training.eta=[0.1"], "not valid YAML")])
+def test_bad_grids_are_refused(items, words):
+    with pytest.raises(UserError, match=words):
+        sweeps.parse_grid(items)
+
+
+# --- the one entry point, on synthetic data ---------------------------------------------------
+
+
+def synthetic(n_train=200, seed=0) -> Dataset:
+    """Separable random data: the class is which of ten pixel blocks is brightest."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = rng.integers(0, 10, size=n)
+        x = rng.random((n, 1, 28, 28), dtype=np.float32) * 0.2
+        for i, label in enumerate(y):
+            x[i, 0, 2 * label:2 * label + 2, :] += 0.8
+        return Split(x, y.astype(np.int64))
+
+    return Dataset("synthetic", split(n_train), split(50), split(50), 10, {"synthetic": seed})
+
+
+def test_execute_is_idempotent_and_retries_only_when_asked(tmp_path):
+    cfg = make_config(training={"epochs": 2, "eta": 0.5})
+    exp = train.prepare(cfg, dataset=synthetic())
+    run = Run.at(tmp_path / "p")
+    first = train.execute(exp, run)
+    assert first["status"] == "completed" and first["best_validation_accuracy"] > 0.5
+    written = (run.path / "metrics.jsonl").stat().st_mtime_ns
+    assert train.execute(exp, run) == first  # done: nothing trains again
+    assert (run.path / "metrics.jsonl").stat().st_mtime_ns == written
+
+    run.write_summary({**first, "status": "failed"})
+    assert train.execute(exp, run)["status"] == "failed"  # not retried unasked
+    again = train.execute(exp, run, retry_failed=True)
+    assert again["status"] == "completed" and len(run.read_metrics()) == 2
+
+
+def test_execute_resumes_only_under_the_runs_own_config(tmp_path):
+    cfg = make_config(training={"epochs": 2, "eta": 0.5})
+    run = Run.at(tmp_path / "p")
+    summary = train.execute(train.prepare(cfg, dataset=synthetic()), run)
+    run.write_summary({**summary, "status": "interrupted"})
+    other = make_config(training={"epochs": 2, "eta": 0.25})
+    with pytest.raises(UserError, match=r"training.eta = 0.5, not 0.25"):
+        train.execute(train.prepare(other, dataset=synthetic()), run)
+    longer = make_config(training={"epochs": 3, "eta": 0.5})  # epochs may change: it extends the run
+    assert train.execute(train.prepare(longer, dataset=synthetic()), run)["epochs_run"] == 3
+
+
+def test_prepare_takes_datasets_from_the_cache_once(monkeypatch):
+    loads = []
+    monkeypatch.setattr(train, "load_dataset", lambda name, **kw: loads.append(name) or synthetic())
+    cache = train.DataCache()
+    for eta in (0.1, 0.2, 0.3):
+        train.prepare(make_config(training={"eta": eta}), datasets=cache)
+    assert loads == ["mnist"] and len(cache) == 1
+
+
+# --- whole sweeps, through the CLI, on small MNIST subsets ------------------------------------
+
+
+@needs_mnist
+def test_one_diverging_point_does_not_stop_the_others_and_reruns_skip_done_points(tmp_path):
+    config = write_tiny(tmp_path)
+    runs = tmp_path / "runs"
+    result = cli("sweep", config, "--grid", "training.eta=0.5,1e9", "--set", "model.init=large",
+                 "--set", "model.layers.0.activation=linear", "--jobs", "1", "--runs-dir", runs)
+    assert result.exit_code == 1, result.output
+    assert "1 of 2 points did not complete: eta=1000000000.0 (diverged)" in result.output
+    made = sweep_dir_of(runs)
+    assert result.stdout.strip().splitlines()[-1] == str(made)
+    manifest = json.loads((made / "sweep.json").read_text())
+    assert {p["id"]: p["status"] for p in manifest["points"]} == {"eta=0.5": "completed",
+                                                                  "eta=1000000000.0": "diverged"}
+    stamp = (made / "eta=0.5" / "metrics.jsonl").stat().st_mtime_ns
+    again = cli("sweep", made, "--jobs", "1")
+    assert again.exit_code == 1 and "2 points, 2 already done or not retried" in again.output
+    assert (made / "eta=0.5" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    retried = cli("sweep", made, "--jobs", "1", "--retry-failed")
+    assert retried.exit_code == 1 and "eta=1000000000.0: diverged" in retried.output
+    assert "1 already done" in retried.output
+
+
+@needs_mnist
+def test_bad_sweeps_fail_before_anything_is_made(tmp_path):
+    config = write_tiny(tmp_path)
+    runs = tmp_path / "runs"
+    for args, words in [(["--grid", "training.etaa=1,2"], "training.etaa: unknown key"),
+                        (["--grid", "training.batch_size=10,1000"], "1000 is larger than the training set"),
+                        (["--seeds", "x"], "--seeds: expected a count"),
+                        (["--executor", "slurm"], "unknown executor 'slurm'")]:
+        result = cli("sweep", config, *args, "--runs-dir", runs)
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert "Traceback" not in result.output and not runs.exists()
+
+
+@needs_mnist
+def test_resume_option_continues_only_the_same_sweep(tmp_path):
+    config = write_tiny(tmp_path)
+    runs = tmp_path / "runs"
+    assert cli("sweep", config, "--seeds", "2", "--jobs", "1", "--runs-dir", runs).exit_code == 0
+    made = sweep_dir_of(runs)
+    same = cli("sweep", config, "--seeds", "2", "--jobs", "1", "--resume", made)
+    assert same.exit_code == 0 and "2 already done" in same.output
+    other = cli("sweep", config, "--seeds", "3", "--jobs", "1", "--resume", made)
+    assert other.exit_code == 2 and "holds a different sweep" in other.output
+
+
+def _serial_reference(tmp_path, config, *args) -> Path:
+    runs = tmp_path / "serial"
+    result = cli("sweep", config, *args, "--jobs", "1", "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    return sweep_dir_of(runs)
+
+
+def _assert_same_points(made: Path, reference: Path) -> None:
+    ids = sorted(p.name for p in reference.iterdir() if p.is_dir())
+    assert ids == sorted(p.name for p in made.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for point in ids:
+        assert metrics_of(made / point) == metrics_of(reference / point), point
+        assert json.loads((made / point / "summary.json").read_text())["status"] == "completed"
+
+
+@needs_mnist
+def test_the_local_pool_gives_the_serial_sweeps_metrics(tmp_path):
+    config = write_tiny(tmp_path)
+    args = ("--grid", "training.eta=0.2,0.6", "--seeds", "2")
+    reference = _serial_reference(tmp_path, config, *args)
+    runs = tmp_path / "pool"
+    result = cli("sweep", config, *args, "--jobs", "2", "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    assert "2 local processes" in result.output
+    _assert_same_points(sweep_dir_of(runs), reference)
+
+
+@needs_mnist
+def test_a_sigkilled_sweep_resumes_to_the_uninterrupted_result(tmp_path):
+    config = write_tiny(tmp_path, epochs=6)
+    args = ("--grid", "training.eta=0.2,0.4,0.6", "--set", "data.train_size=3000")
+    reference = _serial_reference(tmp_path, config, *args)
+    runs = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "nnexp", "sweep", str(config), *args, "--jobs", "1",
+                             "--runs-dir", str(runs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    try:
+        deadline = time.monotonic() + 120
+        # kill once the first point is done and the second is part-way through
+        while time.monotonic() < deadline:
+            points = sorted(runs.glob("*/eta=*")) if runs.exists() else []
+            states = [len(Run(p).read_metrics()) for p in points]
+            if len(states) >= 2 and states[0] == 6 and 1 <= states[1] < 6:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the sweep never reached the point to kill it: {states}")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    made = sweep_dir_of(runs)
+    assert json.loads((made / "eta=0.4" / "summary.json").read_text())["status"] == "running"
+    result = cli("sweep", made, "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert "1 already done" in result.output
+    _assert_same_points(made, reference)
+    assert "resumed after epoch" in (made / "eta=0.4" / "train.log").read_text()
+
+
+@needs_mnist
+def test_the_ray_executor_gives_the_serial_sweeps_metrics(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    config = write_tiny(tmp_path)
+    args = ("--grid", "training.eta=0.2,0.6")
+    reference = _serial_reference(tmp_path, config, *args)
+    runs = tmp_path / "ray"
+    result = cli("sweep", config, *args, "--executor", "ray", "--jobs", "2", "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    made = sweep_dir_of(runs)
+    _assert_same_points(made, reference)
+    summary = json.loads((made / "eta=0.2" / "summary.json").read_text())
+    assert summary["run_dir"] == str(made / "eta=0.2")  # the worker's scratch path is not kept
+
+
+def test_the_ray_executor_without_ray_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    result = cli("sweep", write_tiny(tmp_path), "--executor", "ray", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and 'needs Ray: pip install -e ".[ray]"' in result.output
+
+
+def test_positional_overrides_reach_the_config(tmp_path):
+    result = cli("show-config", write_tiny(tmp_path), "training.eta=0.125", "model.layers.0.units=7")
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["training"]["eta"] == 0.125 and cfg["model"]["layers"][0]["units"] == 7
+    bad = cli("train", write_tiny(tmp_path), "eta")
+    assert bad.exit_code == 2 and "unexpected argument 'eta'" in bad.output
