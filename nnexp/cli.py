@@ -312,26 +312,30 @@ ThreadsOpt = Annotated[int, typer.Option(
                 "executor and --jobs at the same --threads.")]
 
 
-def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, rank: bool = False) -> None:
+def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, rank: bool = False,
+               only: list[str] | None = None) -> None:
     """Run a sweep's remaining points, show them, print its table; exit 1 unless all completed."""
     from nnexp import compare as cmp
     from nnexp import sweep as sweeps
     from nnexp.errors import RunFailed
 
-    todo, before = sweeps.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads)
-    skipped = len(sweep.plan.points) - len(todo)
-    err.print(f"sweep {sweep.path}: {len(sweep.plan.points)} points"
+    todo, before = sweeps.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
+                                only=only)
+    skipped = len(before) - len(todo)
+    chosen = f" ({len(before)} selected by --only)" if only else ""
+    err.print(f"sweep {sweep.path}: {len(sweep.plan.points)} points{chosen}"
               + (f", {skipped} already done or not retried" if skipped else "")
               + f"; {executor.description}", markup=False)
     parallel = getattr(executor, "jobs", None) or len(todo)
     try:
-        with SweepDisplay(len(sweep.plan.points), todo, before, parallel) as display:
+        with SweepDisplay(len(before), todo, before, parallel) as display:
             statuses = sweeps.run(sweep, executor, todo, display)
     except KeyboardInterrupt:
         err.print(f"interrupted; completed points are kept and the others resume with: "
                   f"nnexp sweep {sweep.path}")
         raise typer.Exit(130) from None
     started = [sweep.run_path(p) for p in sweep.plan.points if (sweep.run_path(p) / "config.yaml").is_file()]
+    statuses = {p: s for p, s in statuses.items() if p in before}  # the points this command ran
     if started:
         comparison, warnings = cmp.compare(started, sort="best_validation_accuracy", group=not rank)
         _warn(warnings)
@@ -346,7 +350,8 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, r
                         + ("" if retry_failed else " (--retry-failed to run failed ones again)"))
 
 
-def _check_points(sweep_plan, data_dir, *, skip_ruled_out: bool = False) -> dict[str, str]:
+def _check_points(sweep_plan, data_dir, *, skip_ruled_out: bool = False,
+                  only: list[str] | None = None) -> dict[str, str]:
     """Every point's config and data checked before anything is made: a typo fails the sweep
     at once. With `skip_ruled_out` (search), a draw the data rules out is marked failed and
     reported instead."""
@@ -356,7 +361,9 @@ def _check_points(sweep_plan, data_dir, *, skip_ruled_out: bool = False) -> dict
 
     datasets = training.DataCache()
     ruled_out = {}
-    for point in sweep_plan.points:
+    from nnexp.sweep import selected
+
+    for point in selected(sweep_plan, only):
         cfg = sweep_plan.config(point)  # a config error is always fatal
         try:
             training.prepare(cfg, data_dir=data_dir, datasets=datasets)
@@ -383,7 +390,10 @@ def sweep(target: Annotated[Path, typer.Argument(
           name: Annotated[Optional[str], typer.Option(help="The sweep's name (default: the config's).")] = None,
           resume_dir: Annotated[Optional[Path], typer.Option(
               "--resume", metavar="DIR", help="Continue this sweep directory made by the same command.")] = None,
-          retry_failed: RetryOpt = False) -> None:
+          retry_failed: RetryOpt = False,
+          only: Annotated[Optional[list[str]], typer.Option(
+              metavar="GLOB", help="Run only the points whose ids match (repeatable), e.g. "
+                                   "'conv2_relu,*'; the others stay planned.")] = None) -> None:
     """Many runs as one experiment: a grid of config values x seeds, run in parallel;
     prints the sweep directory. Running it again continues it."""
     from nnexp import executors
@@ -397,9 +407,9 @@ def sweep(target: Annotated[Path, typer.Argument(
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
                             "--grid, --seeds, --set, --name and --resume do not apply")
         existing = sweeps.SweepDir.open(target)
-        _check_points(existing.plan, data_dir, skip_ruled_out=existing.plan.kind == "search")
+        _check_points(existing.plan, data_dir, skip_ruled_out=existing.plan.kind == "search", only=only)
         _run_sweep(existing, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
-                   rank=existing.plan.kind == "search")
+                   rank=existing.plan.kind == "search", only=only)
         return
     grid_values = sweeps.parse_grid(grid or [])
     if sweeps.is_sweep_file(target):
@@ -411,7 +421,7 @@ def sweep(target: Annotated[Path, typer.Argument(
         first_seed = config.resolve(base)["seed"]
         plan = sweeps.grid_plan(name or base["name"], {base["name"]: base}, grid_values,
                                 sweeps.parse_seeds(seeds, first_seed))
-    _check_points(plan, data_dir)
+    _check_points(plan, data_dir, only=only)
     if resume_dir is not None:
         made = sweeps.SweepDir.open(resume_dir)
         if not made.same_points(plan):
@@ -419,7 +429,7 @@ def sweep(target: Annotated[Path, typer.Argument(
                             f"continue it with: nnexp sweep {resume_dir}")
     else:
         made = sweeps.SweepDir.create(runs_dir, plan)
-    _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads)
+    _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
 
 
 @command()

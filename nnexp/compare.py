@@ -29,6 +29,7 @@ FORMATS = ("table", "markdown", "csv", "json")
 DEFAULT_SORT = "test_accuracy"
 # `name` differs by design; backend and device have a column of their own (what actually ran).
 NOT_CONFIG_COLUMNS = ("name", "backend", "device")
+NOT_CONFIG_SUBTREES = ("reference",)  # the book's number: shown in its own columns, never a difference
 MISSING = object()  # a config key one run has and another lacks (shown as "-")
 
 
@@ -92,6 +93,52 @@ class Row:
     def config_value(self, key: str) -> Any:
         return self.runs[0].flat.get(key, MISSING)
 
+    @property
+    def reference(self) -> dict | None:
+        """The book's number the row's config carries (`reference:`), if any."""
+        ref = self.runs[0].config.get("reference")
+        return ref if isinstance(ref, dict) and ref.get("value") is not None else None
+
+    def ours(self) -> float | None:
+        """Our number chosen as the book chose its own (a fraction): the seed with the best
+        validation accuracy for `best-of-seeds`, the highest test accuracy over the epochs for
+        `peak-test` (averaged over seeds), else the mean over the seeds."""
+        ref = self.reference
+        if ref is None:
+            return None
+        metric = "test_accuracy" if ref.get("metric", "test_accuracy") == "test_accuracy" else "best_validation_accuracy"
+        if ref.get("selection") == "best-of-seeds":
+            scored = [r for r in self.runs if r.values["best_validation_accuracy"] is not None]
+            if not scored:
+                return None
+            # ties on validation: the lower seed, so the choice never looks at the test set
+            best = max(scored, key=lambda r: (r.values["best_validation_accuracy"], -(r.config.get("seed") or 0)))
+            return best.values[metric]
+        if ref.get("selection") == "peak-test" and metric == "test_accuracy":
+            peaks = [max(m["test_accuracy"] for m in r.metrics if isinstance(m.get("test_accuracy"), (int, float)))
+                     for r in self.runs if any(isinstance(m.get("test_accuracy"), (int, float)) for m in r.metrics)]
+            return statistics.fmean(peaks) if peaks else None
+        stat = self.stat(metric)
+        return stat.mean if stat else None
+
+    def verdict(self) -> dict[str, Any]:
+        """Book, ours, their difference in points and the verdict against the tolerance."""
+        ref, ours = self.reference, self.ours()
+        if ref is None:
+            return {"book": None, "ours": None, "difference": None, "tolerance": None, "verdict": None}
+        from nnexp.config import reference_tolerance
+
+        tolerance = reference_tolerance(ref)
+        book = ref["value"] / 100
+        diff = None if ours is None else round(100 * (ours - book), 4)
+        if diff is None or self.status != "completed":
+            verdict = None
+        elif abs(diff) <= tolerance + 1e-9:
+            verdict = "reproduced"
+        else:
+            verdict = "above" if diff > 0 else "below"
+        return {"book": book, "ours": ours, "difference": diff, "tolerance": tolerance, "verdict": verdict}
+
 
 def _joined(values) -> str:
     distinct = list(dict.fromkeys("-" if v is None else str(v) for v in values))
@@ -131,7 +178,7 @@ def differing_keys(flats: list[dict[str, Any]], ignore: tuple[str, ...] = NOT_CO
                 order.insert(after + 1, key)
                 after += 1
     marker = json.dumps  # compares 1 and 1.0 and True as different, as YAML would show them
-    keys = [key for key in order if key not in ignore
+    keys = [key for key in order if key not in ignore and key.split(".")[0] not in NOT_CONFIG_SUBTREES
             and len({marker(f[key], default=str) if key in f else "\0missing" for f in flats}) > 1]
     # `data.augment: null` in one run and `data.augment.shift: 2` in another: the subtree's
     # columns already say "-" for the run without it, so the null parent adds nothing.
@@ -151,6 +198,10 @@ class Comparison:
     @property
     def any_group(self) -> bool:
         return any(row.grouped for row in self.rows)
+
+    @property
+    def any_reference(self) -> bool:
+        return any(row.reference is not None for row in self.rows)
 
 
 def build(records: list[RunRecord], *, group: bool = True) -> Comparison:
@@ -181,6 +232,11 @@ def machine_row(row: Row, comparison: Comparison) -> dict[str, Any]:
             out[f"{metric}_std"] = stat.std if stat else None
             out[f"{metric}_min"] = stat.min if stat else None
             out[f"{metric}_max"] = stat.max if stat else None
+    if comparison.any_reference:
+        ref = row.reference or {}
+        out["book_selection"] = ref.get("selection")
+        out.update({f"book_{k}" if k in ("ours", "difference", "tolerance", "verdict") else k: v
+                    for k, v in row.verdict().items()})
     return out
 
 
@@ -276,8 +332,26 @@ def human_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
             _pct(test.mean if test else None),
             *([std(test), _pct(test.min if test else None), _pct(test.max if test else None)] if spread else []),
             _duration(row.stat("wall_time_s").mean if row.stat("wall_time_s") else None),
+            *(_book_cells(row) if comparison.any_reference else []),
         ])
+    if comparison.any_reference:
+        headers += ["book %", "ours %", "Δ", "verdict"]
     return headers, cells
+
+
+SELECTION_WORDS = {"best-of-seeds": "best by val", "peak-test": "peak test", "single": "mean"}
+
+
+def _book_cells(row: Row) -> list[str]:
+    """book %, ours % (and how it was chosen), the difference in points, the verdict."""
+    v = row.verdict()
+    if v["book"] is None:
+        return ["-", "-", "-", "-"]
+    how = SELECTION_WORDS.get((row.reference or {}).get("selection"), "")
+    ours = "-" if v["ours"] is None else f"{100 * v['ours']:.2f} ({how})"
+    diff = "-" if v["difference"] is None else f"{v['difference']:+.2f}"
+    verdict = "-" if v["verdict"] is None else f"{v['verdict']} (±{v['tolerance']:g})"
+    return [f"{100 * v['book']:.2f}", ours, diff, verdict]
 
 
 def _left_aligned(comparison: Comparison) -> set[str]:
@@ -288,7 +362,7 @@ def _left_aligned(comparison: Comparison) -> set[str]:
 
     text_keys = {key for key in comparison.keys
                  if not any(is_number(row.config_value(key)) for row in comparison.rows)}
-    return {"run", "status", "backend/device", *text_keys}
+    return {"run", "status", "backend/device", "verdict", *text_keys}
 
 
 def rich_table(comparison: Comparison, title: str | None = None):

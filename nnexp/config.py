@@ -94,7 +94,32 @@ SCHEMA: dict[str, Any] = {
         "monitor_train": Field(bool, False),
         "monitor_layer_speed": Field(int, None, min=1, nullable=True),
     },
+    "reference": Field(dict, None, nullable=True),  # checked against REFERENCE_SCHEMA
 }
+
+# A published number a config reproduces (`reference:`). It never changes training: compare
+# reads it to set the book's value beside ours, chosen the book's way.
+SELECTIONS = ("best-of-seeds", "single", "peak-test")
+REFERENCE_SCHEMA: dict[str, Field] = {
+    "source": Field(str, REQUIRED),  # book, chapter, section, in words
+    "chapter": Field(int, REQUIRED, min=1),
+    "metric": Field(str, "test_accuracy", choices=("test_accuracy", "validation_accuracy")),
+    "value": Field(float, REQUIRED, min=0.0, max=100.0, min_exclusive=True),  # percent
+    # best-of-seeds: the seed with the best validation accuracy (the book's "best of 3");
+    # single: one run (ours: the seed group's mean); peak-test: the highest test accuracy
+    # over the epochs, as the book's chapter 3 reports it
+    "selection": Field(str, "single", choices=SELECTIONS),
+    "tolerance": Field(float, None, min=0.0, nullable=True),  # points; default by chapter
+}
+REFERENCE_TOLERANCE = {6: 0.15}  # chapter -> points; any other chapter: DEFAULT_TOLERANCE
+DEFAULT_TOLERANCE = 1.5
+
+
+def reference_tolerance(reference: dict) -> float:
+    if reference.get("tolerance") is not None:
+        return reference["tolerance"]
+    return REFERENCE_TOLERANCE.get(reference["chapter"], DEFAULT_TOLERANCE)
+
 
 LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
     "dense": {
@@ -344,6 +369,8 @@ def resolve(raw: dict) -> dict:
     cfg = _check_mapping("", SCHEMA, raw)
     cfg["model"]["layers"] = _check_layers(cfg["model"]["layers"])
     cfg["data"]["augment"] = check_augment_spec(cfg["data"]["augment"]) or None
+    if cfg["reference"] is not None:
+        cfg["reference"] = _check_mapping("reference", REFERENCE_SCHEMA, cfg["reference"])
     _check_consistency(cfg)
     build_spec(cfg["model"]["layers"])  # raises ConfigError on impossible shapes
     return cfg

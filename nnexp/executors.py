@@ -313,39 +313,67 @@ class RayExecutor:
         ray = self.ray
         started_here = not ray.is_initialized()
         if started_here:
-            env = {var: str(self.threads) for var in THREAD_VARS}
-            try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False, runtime_env={"env_vars": env},
-                         **({} if self.address else {"num_cpus": (self.jobs or available_cpus()) * self.threads}))
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UserError(f"cannot reach the Ray cluster at {self.address}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            self._connect()
         try:
-            remote = ray.remote(_ray_point)
-            pending = {}
-            for task in tasks:
-                gpus = 1 if task.config["device"] == "cuda" else 0
-                options = remote.options(num_cpus=self.threads, num_gpus=gpus, max_retries=self.retries)
-                path = Path(task.run_dir)
-                archive = pack_dir(path) if path.is_dir() and any(path.iterdir()) else None
-                pending[options.remote(task, archive)] = task
-                on_event(("started", task.point, None))
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for ref in done:
-                    task = pending.pop(ref)
-                    on_event(("finished", task.point, self._collect(ref, task)))
+            # Ray's driver prints worker notices ("(raylet) ...") to stdout, which is the
+            # sweep directory's alone (SWEEP=$(nnexp sweep ...)): send them to stderr.
+            with contextlib.redirect_stdout(sys.stderr):
+                self._run(tasks, on_event)
         finally:
             if started_here:
                 ray.shutdown()
+
+    def _connect(self) -> None:
+        import logging
+
+        ray, env = self.ray, {var: str(self.threads) for var in THREAD_VARS}
+        if self.address is None:
+            # a private Ray needs no token; the cluster's own settings rule otherwise
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        elif ":" in self.address and "://" not in self.address and self.address != "auto":
+            # Ray retries an unreachable address for many minutes: fail fast instead
+            host, _, port = self.address.rpartition(":")
+            try:
+                import socket
+
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot reach the Ray cluster at {self.address}: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, runtime_env={"env_vars": env},
+                     **({} if self.address else {"num_cpus": (self.jobs or available_cpus()) * self.threads}))
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()
+            raise UserError(f"cannot start or reach Ray ({self.address or 'local'}): "
+                            f"{first[0] if first else type(exc).__name__}") from None
+
+    def _run(self, tasks: list[Task], on_event: OnEvent) -> None:
+        ray = self.ray
+        remote = ray.remote(_ray_point)
+        pending = {}
+        for task in tasks:
+            gpus = 1 if task.config["device"] == "cuda" else 0
+            options = remote.options(num_cpus=self.threads, num_gpus=gpus, max_retries=self.retries)
+            path = Path(task.run_dir)
+            archive = pack_dir(path) if path.is_dir() and any(path.iterdir()) else None
+            pending[options.remote(task, archive)] = task
+            on_event(("started", task.point, None))
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in done:
+                task = pending.pop(ref)
+                on_event(("finished", task.point, self._collect(ref, task)))
 
     def _collect(self, ref, task: Task) -> Outcome:
         try:
             outcome, archive = self.ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - a task that failed on Ray, retries spent
-            cause = str(exc).strip().splitlines()
-            return Outcome(task.point, "failed", None, f"on Ray: {cause[-1] if cause else type(exc).__name__}")
+            cause = getattr(exc, "cause", None) or exc  # a RayTaskError's str has colours and a traceback
+            text = str(cause).strip().splitlines()
+            return Outcome(task.point, "failed", None,
+                           f"on Ray: {type(cause).__name__}: {text[-1] if text else ''}".rstrip(": "))
         path = Path(task.run_dir)
         unpack_dir(archive, path)
         summary = outcome.summary

@@ -20,6 +20,7 @@ an inline mapping) and optionally `name:`, `set:`, `grid:` and `seeds:`.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -315,14 +316,28 @@ DONE = "completed"
 NOT_RETRIED = ("diverged", "failed", "damaged")  # run again only with retry_failed
 
 
-def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = False, threads: int = 1):
-    """The points still to run, as executor tasks, and every point's status before running.
-    Every point's config is resolved here, so a bad one fails before any point trains."""
+def selected(plan: Plan, only: list[str] | None) -> list[Point]:
+    """The points whose ids match any of the globs `only` (all points without it)."""
+    if not only:
+        return list(plan.points)
+    chosen = [p for p in plan.points if any(fnmatch.fnmatchcase(p.id, g) for g in only)]
+    if not chosen:
+        raise UserError(f"--only {' '.join(only)} matches none of the sweep's points "
+                        f"({', '.join(p.id for p in plan.points[:4])}{', ...' if len(plan.points) > 4 else ''})")
+    return chosen
+
+
+def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = False, threads: int = 1,
+          only: list[str] | None = None):
+    """The points still to run (of those `only` selects), as executor tasks, and each selected
+    point's status before running. Their configs are resolved here, so a bad one fails
+    before any point trains."""
     from nnexp.executors import Task
 
     todo, before = [], {}
-    configs = {point.id: sweep.plan.config(point) for point in sweep.plan.points}
-    for point in sweep.plan.points:
+    points = selected(sweep.plan, only)
+    configs = {point.id: sweep.plan.config(point) for point in points}
+    for point in points:
         status = before[point.id] = sweep.point_status(point)
         if status == DONE or (status in NOT_RETRIED and not retry_failed):
             continue

@@ -209,7 +209,9 @@ def _check_same_config(run: Run, cfg: dict) -> None:
     stored = flatten(resolve(run.read_config()))
     given = flatten(cfg)
     for key in sorted(set(stored) | set(given)):
-        if key not in RESUMABLE_KEYS and key != "name" and stored.get(key) != given.get(key):
+        if key in RESUMABLE_KEYS or key == "name" or key.startswith("reference"):
+            continue  # how far a run goes, its label, the book's number: none changes the past
+        if stored.get(key) != given.get(key):
             raise RunDirError(f"{run.path} was started with {key} = {stored.get(key)!r}, not "
                               f"{given.get(key)!r}; a run resumes under its own config")
 

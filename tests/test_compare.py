@@ -346,3 +346,62 @@ def test_cli_compare_prints_tables_and_maps_errors(tmp_path):
     assert result.exit_code == 2 and "unknown sort key" in result.output
     result = runner.invoke(app, ["compare", str(tmp_path / "nothing-here")])
     assert result.exit_code == 2 and "no run directories found" in result.output
+
+
+# --- the book's number (reference:) -----------------------------------------------------------
+
+BOOK = {"source": "Nielsen ch. 6", "chapter": 6, "value": 99.06, "selection": "best-of-seeds"}
+
+
+def _seed_group(tmp_path, reference, tests=(0.9850, 0.9950, 0.9800)):
+    """Three seeds where the best by validation (seed 1) is not the best by test (seed 2)."""
+    for seed, (val, test) in enumerate(zip((0.9900, 0.9850, 0.9800), tests), start=1):
+        make_run(tmp_path, "conv2", seed=seed, sets={"reference": reference},
+                 val=[val - 0.01, val], test=[test - 0.01, test])
+    comparison, _ = cmp.compare([tmp_path])
+    (row,) = comparison.rows
+    return row, cmp.machine_row(row, comparison), comparison
+
+
+def test_best_of_seeds_is_chosen_by_validation_never_by_test(tmp_path):
+    row, machine, _ = _seed_group(tmp_path, BOOK)
+    assert row.ours() == 0.9850  # seed 1's test accuracy, not seed 2's 0.9950
+    assert machine["book"] == pytest.approx(0.9906) and machine["book_difference"] == pytest.approx(-0.56)
+    assert machine["book_verdict"] == "below" and machine["book_tolerance"] == 0.15  # chapter 6's default
+
+
+def test_the_verdict_follows_the_stated_tolerance_and_chapter(tmp_path):
+    _, machine, _ = _seed_group(tmp_path, {**BOOK, "tolerance": 0.6})
+    assert machine["book_verdict"] == "reproduced"
+    early = {**BOOK, "chapter": 3, "selection": "single"}  # chapters 1-3: ±1.5 points, mean of seeds
+    _, machine, _ = _seed_group(tmp_path / "ch3", early, tests=(0.9950, 0.9950, 0.9950))
+    assert machine["book_ours"] == pytest.approx(0.9950) and machine["book_verdict"] == "reproduced"
+    assert machine["book_tolerance"] == 1.5
+
+
+def test_peak_test_takes_the_highest_test_accuracy_over_the_epochs(tmp_path):
+    make_run(tmp_path, "ch3", sets={"reference": {**BOOK, "chapter": 3, "value": 96.0, "selection": "peak-test"}},
+             val=[0.95, 0.96, 0.955], test=[0.95, 0.948, 0.962])
+    comparison, _ = cmp.compare([tmp_path])
+    assert comparison.rows[0].ours() == 0.962  # epoch 3's, though epoch 2 has the best validation
+
+
+def test_compare_prints_the_book_columns_in_every_format(tmp_path):
+    _seed_group(tmp_path, BOOK)
+    runner = CliRunner()
+    table = runner.invoke(app, ["compare", str(tmp_path), "-f", "markdown"])
+    assert table.exit_code == 0, table.output
+    header, _, line = table.stdout.splitlines()[:3]
+    assert header.endswith("| book % | ours % | Δ | verdict |")
+    assert line.endswith("| 99.06 | 98.50 (best by val) | -0.56 | below (±0.15) |")
+    assert "reference" not in header  # the block is not a config difference
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["compare", str(tmp_path), "-f", "csv"]).stdout)))
+    assert rows[0]["book_verdict"] == "below" and rows[0]["book_selection"] == "best-of-seeds"
+    data = json.loads(runner.invoke(app, ["compare", str(tmp_path), "-f", "json"]).stdout)
+    assert data[0]["book_ours"] == 0.985
+
+
+def test_runs_without_a_reference_get_no_book_columns(tmp_path):
+    make_run(tmp_path, "plain")
+    comparison, _ = cmp.compare([tmp_path])
+    assert "book %" not in cmp.human_table(comparison)[0] and "book" not in cmp.machine_row(comparison.rows[0], comparison)

@@ -14,6 +14,8 @@ from nnexp.errors import ConfigError
 from nnexp.network import build_spec
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+SWEEP_FILES = [p for p in CONFIGS if "\nconfig:" in p.read_text()]
+CONFIGS = [p for p in CONFIGS if p not in SWEEP_FILES]
 BASE = {"model": {"layers": [{"type": "conv", "filters": 20, "size": 5, "pool": 2},
                              {"type": "dense", "units": 100},
                              {"type": "softmax", "units": 10}]}}
@@ -192,3 +194,32 @@ def test_show_config_prints_the_resolved_config(tmp_path):
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
     assert shown == config.load(cfg_path, ["training.eta=0.5", "seed=3"])
+
+
+def test_the_reference_block_is_validated_and_never_changes_training():
+    from nnexp import config as cfgmod
+
+    base = {"model": {"layers": [{"type": "softmax", "units": 10}]}}
+    ref = {"source": "Nielsen ch. 6", "chapter": 6, "value": 99.23, "selection": "best-of-seeds"}
+    cfg = cfgmod.resolve({**base, "reference": ref})
+    assert cfg["reference"] == {**ref, "metric": "test_accuracy", "tolerance": None}
+    plain = cfgmod.resolve(base)
+    assert plain["reference"] is None and {**cfg, "reference": None} == plain
+    for bad, words in [({**ref, "value": 120}, "reference.value: must be <= 100"),
+                       ({**ref, "selection": "best"}, "reference.selection: unknown value 'best'"),
+                       ({k: v for k, v in ref.items() if k != "chapter"}, "reference.chapter: is required"),
+                       ({**ref, "sorce": "x"}, "reference.sorce: unknown key (did you mean 'source'?)")]:
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+            cfgmod.resolve({**base, "reference": bad})
+
+
+def test_every_shipped_config_with_a_book_number_carries_it():
+    from nnexp import config as cfgmod
+
+    missing = []
+    for path in CONFIGS:
+        text = path.read_text()
+        if "% test accuracy" in text or "validation accuracy)" in text:
+            if cfgmod.load(path)["reference"] is None:
+                missing.append(path.name)
+    assert not missing

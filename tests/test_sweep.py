@@ -329,3 +329,16 @@ def test_positional_overrides_reach_the_config(tmp_path):
     assert cfg["training"]["eta"] == 0.125 and cfg["model"]["layers"][0]["units"] == 7
     bad = cli("train", write_tiny(tmp_path), "eta")
     assert bad.exit_code == 2 and "unexpected argument 'eta'" in bad.output
+
+
+def test_the_chapter_6_ladder_is_one_sweep_file_of_every_rung_with_the_books_numbers():
+    path = Path(__file__).resolve().parent.parent / "configs" / "ch6_ladder.yaml"
+    plan = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+    rungs = ["shallow", "conv1", "conv2", "conv2_relu", "expanded", "expanded_fc300", "expanded_fc1000",
+             "expanded_2fc100", "expanded_2fc300", "expanded_2fc1000", "dropout"]
+    assert list(plan.bases) == rungs and len(plan.points) == 3 * len(rungs)
+    assert [p.id for p in plan.points[:3]] == ["shallow,seed=1", "shallow,seed=2", "shallow,seed=3"]
+    books = {p.base: plan.config(p)["reference"]["value"] for p in plan.points}
+    assert books["conv2"] == 99.06 and books["conv2_relu"] == 99.23 and books["dropout"] == 99.60
+    assert all(not plan.config(p)["training"]["shuffle"] for p in plan.points)  # network3's order
+    assert [p.id for p in sweeps.selected(plan, ["conv2,*"])] == ["conv2,seed=1", "conv2,seed=2", "conv2,seed=3"]
