@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -36,8 +37,7 @@ class OneLineErrors(TyperGroup):
             sys.exit(1)
         except typer.TyperException as exc:  # typer's (vendored) click usage errors
             ctx = getattr(exc, "ctx", None)
-            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `nnexp`: the help, not an error
-                out.print(ctx.get_help(), markup=False, highlight=False)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `nnexp`: typer printed the help
                 sys.exit(0)
             where = f"nnexp {ctx.info_name} --help" if ctx is not None and ctx.parent else "nnexp --help"
             err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see: {where})", markup=True)
@@ -45,16 +45,43 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _flags_without_type(display_type_rich):
+    """Typer's help shows a flag as `--force <bool>`, as if it took a value: show it bare."""
+    @functools.wraps(display_type_rich)
+    def display(self, ctx):
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+    return display
+
+
+if hasattr(typer.core.TyperOption, "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _flags_without_type(typer.core.TyperOption.display_type_rich)
+
+
 app = typer.Typer(
     name="nnexp",
     cls=OneLineErrors,
     help="Train and compare the classic networks of Nielsen's and Saitoh's books from YAML configs.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # one error, one line
-out = Console(highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from nnexp import __version__
+
+        out.print(f"nnexp {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print nnexp's version and exit.")] = None) -> None:
+    """Train and compare the classic networks of Nielsen's and Saitoh's books from YAML configs."""
+# markup off by default: paths, names and values users give are printed as they are
+# (`runs/[red]x` stays `runs/[red]x`); the few styled lines ask for markup and escape their values
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # one error, one line
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 # --- shared options ---------------------------------------------------------------------------
 
@@ -109,7 +136,7 @@ def command(*args, **kwargs):
                 raise typer.Exit(130) from None
             except OSError as exc:  # the environment failed us (disk full, permissions)
                 where = f": {exc.filename}" if exc.filename else ""
-                err.print(f"[bold red]error:[/] {exc.strerror or exc}{where}", markup=True)
+                err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}", markup=True)
                 raise typer.Exit(1) from None
 
         return app.command(*args, **kwargs)(wrapper)
@@ -136,25 +163,47 @@ class PlainReporter:
     def batches_done(self, done: int) -> None:
         pass
 
+    def evaluating(self) -> None:
+        pass
+
     def epoch_finished(self, record: dict, line: str) -> None:
         err.print(line, markup=False)
 
 
 class BarReporter(PlainReporter):
-    """A rich progress bar over the epoch's mini-batches, with each finished epoch printed above."""
+    """A progress bar over the epoch's mini-batches, then over its evaluation, with the last
+    epoch's validation cost and accuracy and an ETA for the whole run; each finished epoch is
+    printed above it."""
 
-    def __init__(self, progress: Progress):
-        self.progress, self.task = progress, None
+    def __init__(self, progress: Progress, epochs: int, done: int = 0):
+        self.progress, self.task, self.epochs, self.epoch = progress, None, epochs, done
+        self.seconds: list[float] = []
+        self.last = ""
+
+    def _eta(self) -> str:
+        from nnexp.compare import _duration
+
+        if not self.seconds:
+            return "run ETA –"
+        mean = sum(self.seconds) / len(self.seconds)
+        return f"run ETA {_duration(mean * (self.epochs - self.epoch + 1))}"
 
     def epoch_started(self, epoch: int, num_batches: int) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"epoch {epoch}", total=num_batches)
+        self.epoch = epoch
+        self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=num_batches,
+                                           info=f"{self.last}  {self._eta()}".strip())
 
     def batches_done(self, done: int) -> None:
         self.progress.update(self.task, completed=done)
 
+    def evaluating(self) -> None:
+        self.progress.update(self.task, description=f"epoch {self.epoch}/{self.epochs} scoring")
+
     def epoch_finished(self, record: dict, line: str) -> None:
+        self.seconds.append(record["seconds"])
+        self.last = f"last: val {100 * record['validation_accuracy']:.2f}%, cost {record['validation_cost']:.4f}"
         self.progress.console.print(line, markup=False)
 
 
@@ -171,16 +220,17 @@ def _train_and_report(step, exp, run) -> None:
         if not err.is_terminal:
             summary = step(exp, run, PlainReporter())
         else:
-            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("batches"), TimeRemainingColumn()]
+            columns = [TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                       TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+            done = len(run.read_metrics()) if (run.path / "metrics.jsonl").exists() else 0
             with Progress(*columns, console=err, transient=True) as progress:
-                summary = step(exp, run, BarReporter(progress))
+                summary = step(exp, run, BarReporter(progress, exp.config["training"]["epochs"], done))
     except KeyboardInterrupt:
         err.print(f"interrupted; everything up to the last completed epoch is saved. "
                   f"Resume with: nnexp resume {run.path}")
         raise typer.Exit(130) from None
     if summary.get("best_epoch"):
-        from nnexp.train import STOP_REASONS
+        from nnexp.training import STOP_REASONS
 
         reason = STOP_REASONS.get(summary["stop_reason"], summary["stop_reason"])
         err.print(f"best validation {100 * summary['best_validation_accuracy']:.2f}% at epoch "
@@ -202,7 +252,7 @@ def train(config_path: ConfigArg, assignments: AssignArg = None, set_: SetOpt = 
           data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
           time_limit: TimeLimitOpt = None) -> None:
     """Train the network a config describes; prints the new run directory."""
-    from nnexp import train as training
+    from nnexp import training
     from nnexp.runs import Run
 
     cfg = _load_config(config_path, [*_assignments(assignments), *(set_ or [])], backend=backend,
@@ -339,7 +389,8 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, r
     if started:
         comparison, warnings = cmp.compare(started, sort="best_validation_accuracy", group=not rank)
         _warn(warnings)
-        _print_table(cmp.render(comparison, "table"), console=err)
+        _print_table(cmp.render(comparison, "table", width=err.width if err.is_terminal else None),
+                     console=err)
     out.print(str(sweep.path), markup=False)
     unfinished = {p: s for p, s in statuses.items() if s != sweeps.DONE}
     if unfinished:
@@ -348,31 +399,6 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, r
         raise RunFailed(f"{len(unfinished)} of {len(statuses)} points did not complete: {listed}{more}. "
                         f"Continue with: nnexp sweep {sweep.path}"
                         + ("" if retry_failed else " (--retry-failed to run failed ones again)"))
-
-
-def _check_points(sweep_plan, data_dir, *, skip_ruled_out: bool = False,
-                  only: list[str] | None = None) -> dict[str, str]:
-    """Every point's config and data checked before anything is made: a typo fails the sweep
-    at once. With `skip_ruled_out` (search), a draw the data rules out is marked failed and
-    reported instead."""
-    from nnexp import executors
-    from nnexp import train as training
-    from nnexp.errors import ConfigError
-
-    datasets = training.DataCache()
-    ruled_out = {}
-    from nnexp.sweep import selected
-
-    for point in selected(sweep_plan, only):
-        cfg = sweep_plan.config(point)  # a config error is always fatal
-        try:
-            training.prepare(cfg, data_dir=data_dir, datasets=datasets)
-        except ConfigError as exc:
-            if not skip_ruled_out:
-                raise
-            ruled_out[point.id] = str(exc)
-    executors._datasets = datasets  # points run in this process reuse what was just loaded
-    return ruled_out
 
 
 @command()
@@ -394,8 +420,9 @@ def sweep(target: Annotated[Path, typer.Argument(
           only: Annotated[Optional[list[str]], typer.Option(
               metavar="GLOB", help="Run only the points whose ids match (repeatable), e.g. "
                                    "'conv2_relu,*'; the others stay planned.")] = None) -> None:
-    """Many runs as one experiment: a grid of config values x seeds, run in parallel;
-    prints the sweep directory. Running it again continues it."""
+    """Many runs as one experiment: a grid of config values x seeds, run in parallel; prints the sweep directory.
+
+    Running it again (`nnexp sweep DIR`) continues it."""
     from nnexp import executors
     from nnexp import sweep as sweeps
     from nnexp.errors import UserError
@@ -407,7 +434,7 @@ def sweep(target: Annotated[Path, typer.Argument(
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
                             "--grid, --seeds, --set, --name and --resume do not apply")
         existing = sweeps.SweepDir.open(target)
-        _check_points(existing.plan, data_dir, skip_ruled_out=existing.plan.kind == "search", only=only)
+        sweeps.check_points(existing.plan, data_dir, skip_ruled_out=existing.plan.kind == "search", only=only)
         _run_sweep(existing, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
                    rank=existing.plan.kind == "search", only=only)
         return
@@ -421,7 +448,7 @@ def sweep(target: Annotated[Path, typer.Argument(
         first_seed = config.resolve(base)["seed"]
         plan = sweeps.grid_plan(name or base["name"], {base["name"]: base}, grid_values,
                                 sweeps.parse_seeds(seeds, first_seed))
-    _check_points(plan, data_dir, only=only)
+    sweeps.check_points(plan, data_dir, only=only)
     if resume_dir is not None:
         made = sweeps.SweepDir.open(resume_dir)
         if not made.same_points(plan):
@@ -444,8 +471,9 @@ def search(config_path: ConfigArg,
            address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
            device: DeviceOpt = None, data_dir: DataDirOpt = None,
            runs_dir: RunsDirOpt = Path("runs")) -> None:
-    """Random hyper-parameter search: a sweep whose points are random draws, then the runs
-    ranked by validation accuracy; prints the sweep directory (`nnexp sweep DIR` continues it)."""
+    """Random hyper-parameter search: a sweep whose points are random draws, ranked by validation accuracy; prints the sweep directory.
+
+    `nnexp sweep DIR` continues it."""
     from nnexp import executors
     from nnexp import search as searching
     from nnexp import sweep as sweeps
@@ -461,7 +489,7 @@ def search(config_path: ConfigArg,
         drawn = ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
                           for key, value in point.overrides.items())
         err.print(f"trial {point.id}: {drawn}", markup=False)
-    ruled_out = _check_points(plan, data_dir, skip_ruled_out=True)
+    ruled_out = sweeps.check_points(plan, data_dir, skip_ruled_out=True)
     made = sweeps.SweepDir.create(runs_dir, plan)
     for point, why in ruled_out.items():  # a draw the data rules out (a batch larger than the set)
         err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
@@ -471,24 +499,40 @@ def search(config_path: ConfigArg,
 
 
 @command()
-def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOpt = None) -> None:
-    """Continue an interrupted run from its last completed epoch."""
+def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOpt = None,
+           set_: Annotated[Optional[list[str]], typer.Option(
+               "--set", "-s", metavar="KEY.PATH=VALUE",
+               help="Extend the run: training.epochs=N or training.early_stopping.patience=N; "
+                    "no other key can change a run's past.")] = None) -> None:
+    """Continue an interrupted run from its last completed epoch, or extend a completed one."""
     from nnexp import config
-    from nnexp import train as training
-    from nnexp.errors import RunDirError
+    from nnexp import training
+    from nnexp.errors import ConfigError, RunDirError
     from nnexp.runs import Run
 
     run = Run.open(run_dir)
     summary = run.read_summary() or {}
-    if summary.get("status") == "completed":
-        err.print(f"{run.path} already completed ({summary.get('stop_reason')}); nothing to do")
+    stored = run.read_config()
+    for key in config.override_keys(set_ or []):
+        if key not in training.RESUMABLE_KEYS:
+            raise ConfigError(key, f"cannot change when resuming (it would change what the run has "
+                                   f"already done); only {' and '.join(training.RESUMABLE_KEYS)} can")
+    cfg = config.resolve(config.apply_overrides(stored, set_ or []))
+    extend = summary.get("status") == "completed"
+    if extend and cfg == config.resolve(stored):
+        err.print(f"{run.path} already completed ({summary.get('stop_reason')}); nothing to do "
+                  f"(--set training.epochs=N extends it)")
         out.print(str(run.path))
         return
     if summary.get("status") == "diverged":
         raise RunDirError(f"{run.path} diverged; resuming would diverge again. Train anew "
                           "with a smaller training.eta")
-    exp = training.prepare(config.resolve(run.read_config()), data_dir=data_dir)
-    _train_and_report(functools.partial(training.execute, deadline=_deadline(time_limit)), exp, run)
+    exp = training.prepare(cfg, data_dir=data_dir)
+    if set_:
+        run.write_config(cfg)  # the run's record now says how far it is meant to go
+        run.log(f"extended: {', '.join(set_)}")
+    _train_and_report(functools.partial(training.execute, deadline=_deadline(time_limit), extend=extend),
+                      exp, run)
 
 
 @command("show-config")
@@ -517,18 +561,24 @@ def gradcheck(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt =
 
     cfg = _load_config(config_path, set_, backend=backend)
     spec, results = run_check(cfg, examples=examples, max_entries=entries or None)
-    table = Table(title=f"gradient check: {cfg['name']} on {cfg['backend']} (float64)")
-    for col in ("parameter", "shape", "entries", "worst rel. error", "analytic", "numeric", ""):
-        table.add_column(col, justify="right" if col not in ("parameter", "") else "left")
-    for r in results:
-        table.add_row(r.name, "x".join(map(str, r.shape)), str(r.checked),
-                      f"{r.worst_relative_error:.2e}", f"{r.worst_analytic:.3e}",
-                      f"{r.worst_numeric:.3e}",
-                      ("ok" if r.ok else "[red]FAIL[/]") + (f" ({r.kinks} at a kink)" if r.kinks else ""))
-    out.print(table)
+    from nnexp.compare import fit_columns, table_of
+
+    verdicts = ["ok" if r.ok else "FAIL" for r in results]
+    cols = [("parameter", 0, [r.name for r in results]), ("verdict", 0, verdicts),
+            ("rel. error", 0, [f"{r.worst_relative_error:.2e}" for r in results]),
+            ("analytic", 1, [f"{r.worst_analytic:.2e}" for r in results]),
+            ("numeric", 1, [f"{r.worst_numeric:.2e}" for r in results]),
+            ("at a kink", 2, [str(r.kinks) for r in results]),
+            ("entries", 3, [str(r.checked) for r in results]),
+            ("shape", 3, ["x".join(map(str, r.shape)) for r in results])]
+    width = out.width if out.is_terminal else None
+    cols = fit_columns(cols, width) or cols[:3]
+    title = f"gradient check: {cfg['name']} on {cfg['backend']} (float64)"
+    _print_table(table_of(cols, {"parameter", "verdict"}, title,
+                          {"verdict": ["red" if v == "FAIL" else None for v in verdicts]}))
     bad = [r.name for r in results if not r.ok]
     if bad:
-        err.print(f"[red]gradients disagree (> {TOLERANCE:g}) for: {', '.join(bad)}[/]")
+        err.print(f"[red]gradients disagree (> {TOLERANCE:g}) for: {escape(', '.join(bad))}[/]", markup=True)
         raise typer.Exit(1)
     kinks = sum(r.kinks for r in results)
     note = (f"; {kinks} entries sat within {EPS:g} of a ReLU or max-pool kink, where only a "
@@ -594,7 +644,7 @@ def _warn(warnings: list[str]) -> None:
         err.print(f"[yellow]warning:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
 
-def _print_table(table: Table, console: Console | None = None) -> None:
+def _print_table(table, console: Console | None = None) -> None:
     """On a terminal, fit the table to it; in a pipe or file, never squeeze or cut a column."""
     console = console or out
     if not console.is_terminal:
@@ -615,13 +665,21 @@ def compare_runs(
         = "table",
         plot_file: Annotated[Optional[Path], typer.Option(
             "--plot", help="Also draw validation accuracy and training cost per epoch into this PNG.")]
-        = None) -> None:
-    """Compare runs: the config keys that differ, best validation and test accuracy, time."""
+        = None,
+        where: Annotated[Optional[list[str]], typer.Option(
+            metavar="KEY=VALUE", help="Only runs where a config key, metric or status has a value; "
+                                      "also !=, <, >, <=, >= (repeatable), e.g. 'training.eta<0.5'.")] = None,
+        status: Annotated[Optional[list[str]], typer.Option(
+            help="Only runs with this status: completed, running, interrupted, diverged, ... (repeatable).")]
+        = None,
+        last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None) -> None:
+    """Compare runs: which won, and what differs (a sweep directory means its points)."""
     from nnexp import compare as cmp
 
-    comparison, warnings = cmp.compare(runs, sort=sort, descending=descending, group=group)
+    comparison, warnings = cmp.compare(runs, sort=sort, descending=descending, group=group,
+                                       where=where or [], status=status or [], last=last)
     _warn(warnings)
-    rendered = cmp.render(comparison, format_)
+    rendered = cmp.render(comparison, format_, width=out.width if out.is_terminal else None)
     if isinstance(rendered, str):
         typer.echo(rendered, nl=False)
     else:
@@ -686,7 +744,7 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
                       "(default: the run's own).")] = None,
              data_dir: DataDirOpt = None) -> None:
     """Rebuild a run's network from a checkpoint, on any backend, and score it on the test set."""
-    from nnexp.evaluate import load_run_model, run_dataset, score
+    from nnexp.evaluate import load_run_model, recorded_test_accuracy, run_dataset, score
     from nnexp.runs import Run
 
     run = Run.open(run_dir)
@@ -697,7 +755,7 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
               f"{data.name} test set", markup=False)
     out.print(f"test accuracy {100 * result['accuracy']:.2f}% ({result['n'] - result['errors']:,}/"
               f"{result['n']:,}), cost {result['cost']:.4f}, {result['errors']:,} errors", markup=False)
-    recorded = (run.read_summary() or {}).get("test_accuracy")
+    recorded = recorded_test_accuracy(run)
     if checkpoint == "best" and dataset in (None, loaded.config["data"]["dataset"]) and recorded is not None:
         same = result["accuracy"] == recorded
         detail = "" if same else f" (summary.json: {100 * recorded:.2f}%)"

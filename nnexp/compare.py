@@ -15,8 +15,10 @@ mean/std/min/max (significance testing would need more seeds than anyone runs he
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,12 @@ class Row:
     """One line of the comparison: a single run, or the runs that differ only in seed."""
 
     runs: list[RunRecord]
+    text: str | None = None  # what differs about the row (`η 0.25, λ 5`), set by `build`
+
+    @property
+    def display(self) -> str:
+        """The row's label for people: what differs, else the run's (or group's) name."""
+        return self.text or self.label
 
     @property
     def grouped(self) -> bool:
@@ -207,7 +215,104 @@ class Comparison:
 def build(records: list[RunRecord], *, group: bool = True) -> Comparison:
     rows = group_runs(records, group)
     ignore = NOT_CONFIG_COLUMNS + (("seed",) if group else ())
-    return Comparison(rows, differing_keys([r.flat for r in records], ignore), group)
+    comparison = Comparison(rows, differing_keys([r.flat for r in records], ignore), group)
+    _label_rows(comparison)
+    return comparison
+
+
+# --- what people read: labels, short key names, the architecture --------------------------------
+
+SYMBOLS = {"training.eta": "η", "training.lambda": "λ", "training.l1": "λ1"}
+SHORTENED = ("training", "data")  # prefixes dropped where the rest names one key alone
+# the table's own headers: a config key never shows under one of these names
+RESERVED = {"run", "status", "best val %", "test %", "±", "book %", "ours %", "Δ", "verdict", "n",
+            "epochs", "best epoch", "test min", "test max", "wall time", "backend/device", "architecture"}
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each key as a column or label shows it: η, λ, and `batch_size` for `training.batch_size`
+    where no other key shown ends the same."""
+    rests = [k.partition(".")[2] if k.partition(".")[0] in SHORTENED else None for k in keys]
+    out = {}
+    for key, rest in zip(keys, rests):
+        if key in SYMBOLS:
+            out[key] = SYMBOLS[key]
+        elif rest and rests.count(rest) == 1 and rest not in keys and rest not in RESERVED:
+            out[key] = rest
+        else:
+            out[key] = key
+    return out
+
+
+def architecture(layers: Any) -> str:
+    """A network in one line: ``conv 20@5 p2 relu → dense 100 relu → softmax 10``."""
+    if not isinstance(layers, list):
+        return "?"
+    parts = []
+    for layer in layers:
+        if not isinstance(layer, dict):
+            parts.append("?")
+            continue
+        kind, get = layer.get("type"), layer.get
+        if kind == "conv":
+            text = f"conv {get('filters')}@{get('size')}" + (f" pad{get('pad')}" if get("pad") else "")
+            text += (f" p{get('pool')}" if (get("pool") or 1) > 1 else "") + f" {get('activation')}"
+        elif kind == "pool":
+            text = f"pool {get('size')}"
+        elif kind == "dense":
+            text = f"dense {get('units')} {get('activation')}" + (" bn" if get("batch_norm") else "")
+        else:
+            text = f"{kind} {get('units')}"
+        if get("dropout"):
+            text += f" drop {get('dropout'):g}"
+        if get("pool_ties") == "all":
+            text += " ties-all"
+        parts.append(text)
+    return " → ".join(parts)
+
+
+def _is_arch(key: str) -> bool:
+    return key.startswith("model.layers")
+
+
+def display_keys(comparison: Comparison) -> list[str]:
+    """The columns people see for the differing keys: one `architecture` column in place of
+    the per-layer keys, when the networks differ."""
+    keys = [k for k in comparison.keys if not _is_arch(k)]
+    return keys + (["architecture"] if any(_is_arch(k) for k in comparison.keys) else [])
+
+
+def display_value(row: Row, key: str) -> str:
+    if key == "architecture":
+        return architecture(row.runs[0].config.get("model", {}).get("layers"))
+    return config_cell(row.config_value(key))
+
+
+def _label_rows(comparison: Comparison) -> None:
+    """Label each row by what differs (`η 0.25, λ 5`); rows of different networks by their
+    config's name; the run's (or group's) name wherever that would leave two rows alike."""
+    keys = [k for k in comparison.keys if not _is_arch(k)]
+    short = short_names(keys)
+    arch = any(_is_arch(k) for k in comparison.keys)
+    names = [str(row.runs[0].config.get("name") or row.runs[0].name) for row in comparison.rows]
+    # the same config with other layers: the layer keys that differ say how
+    layer_keys = [k for k in comparison.keys if _is_arch(k)] if len(set(names)) < len(names) else []
+    texts = []
+    for row, name in zip(comparison.rows, names):
+        parts = [f"{short[k]} {config_cell(row.config_value(k))}" for k in keys]
+        if layer_keys:
+            parts = [f"{k.removeprefix('model.')} {config_cell(row.config_value(k))}" for k in layer_keys] + parts
+            text = ", ".join(parts)
+        else:  # different networks: the config's name says most (the columns say the rest)
+            text = name if arch else ", ".join(parts) or None
+        if text and row.grouped:
+            seeds = row.seeds
+            text += f" [seeds {', '.join(map(str, seeds))}]" if len(seeds) <= 5 else f" [{len(seeds)} seeds]"
+        texts.append(text)
+    if len(set(texts)) < len(texts):  # two rows would read alike: their names tell them apart
+        texts = [None] * len(texts)
+    for row, text in zip(comparison.rows, texts):
+        row.text = text
 
 
 # --- machine rows and sorting -----------------------------------------------------------------
@@ -314,29 +419,48 @@ def config_cell(value: Any) -> str:
     return str(value)
 
 
-def human_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    """Headers and string cells shared by the rich table and the markdown table."""
+def columns(comparison: Comparison) -> list[tuple[str, int, list[str]]]:
+    """(header, priority, cells) per column, in display order. Priority 0 is never dropped
+    (the label, status, best validation and test accuracy and their ±); a narrow terminal
+    drops the highest numbers first."""
     spread = comparison.any_group
-    headers = ["run", *(["n"] if spread else []), "status", "backend/device", *comparison.keys,
-               "epochs", "best epoch", "best val %", *(["±"] if spread else []), "test %",
-               *(["±", "test min", "test max"] if spread else []), "wall time"]
-    cells = []
-    for row in comparison.rows:
-        val, test = row.stat("best_validation_accuracy"), row.stat("test_accuracy")
-        std = lambda s: "-" if s is None or s.std is None else f"{100 * s.std:.2f}"  # noqa: E731
-        cells.append([
-            row.label, *([str(len(row.runs))] if spread else []), row.status,
-            f"{row.backend}/{row.device}", *(config_cell(row.config_value(k)) for k in comparison.keys),
-            _epochs(row.stat("epochs_run")), _epochs(row.stat("best_epoch")),
-            _pct(val.mean if val else None), *([std(val)] if spread else []),
-            _pct(test.mean if test else None),
-            *([std(test), _pct(test.min if test else None), _pct(test.max if test else None)] if spread else []),
-            _duration(row.stat("wall_time_s").mean if row.stat("wall_time_s") else None),
-            *(_book_cells(row) if comparison.any_reference else []),
-        ])
+    rows = comparison.rows
+    stat = lambda row, m: row.stat(m)  # noqa: E731
+    std = lambda s: "-" if s is None or s.std is None else f"{100 * s.std:.2f}"  # noqa: E731
+    val = [stat(r, "best_validation_accuracy") for r in rows]
+    test = [stat(r, "test_accuracy") for r in rows]
+    cols = [("run", 0, [r.display for r in rows]), ("status", 0, [r.status for r in rows]),
+            ("best val %", 0, [_pct(v.mean if v else None) for v in val])]
+    if spread:
+        cols.append(("±", 0, [std(v) for v in val]))
+    cols.append(("test %", 0, [_pct(t.mean if t else None) for t in test]))
+    if spread:
+        cols.append(("±", 0, [std(t) for t in test]))
     if comparison.any_reference:
-        headers += ["book %", "ours %", "Δ", "verdict"]
-    return headers, cells
+        book = [_book_cells(r) for r in rows]
+        for i, (header, priority) in enumerate([("book %", 1), ("ours %", 1), ("Δ", 2), ("verdict", 1)]):
+            cols.append((header, priority, [b[i] for b in book]))
+    keys = display_keys(comparison)
+    short = short_names([k for k in keys if k != "architecture"])
+    for key in keys:
+        cols.append((short.get(key, key), 3 if key == "architecture" else 2, [display_value(r, key) for r in rows]))
+    if spread:
+        cols.append(("n", 4, [str(len(r.runs)) for r in rows]))
+    cols += [("epochs", 5, [_epochs(stat(r, "epochs_run")) for r in rows]),
+             ("best epoch", 5, [_epochs(stat(r, "best_epoch")) for r in rows])]
+    if spread:
+        cols += [("test min", 6, [_pct(t.min if t else None) for t in test]),
+                 ("test max", 6, [_pct(t.max if t else None) for t in test])]
+    cols += [("wall time", 4, [_duration(stat(r, "wall_time_s").mean if stat(r, "wall_time_s") else None)
+                               for r in rows]),
+             ("backend/device", 6, [f"{r.backend}/{r.device}" for r in rows])]
+    return cols
+
+
+def human_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Headers and string cells of every column (markdown prints them all)."""
+    cols = columns(comparison)
+    return [h for h, _, _ in cols], [list(cells) for cells in zip(*(c for _, _, c in cols))]
 
 
 SELECTION_WORDS = {"best-of-seeds": "best by val", "peak-test": "peak test", "single": "mean"}
@@ -355,28 +479,89 @@ def _book_cells(row: Row) -> list[str]:
 
 
 def _left_aligned(comparison: Comparison) -> set[str]:
-    """Text columns: the run's name, status and backend, and config keys with no number in
-    them (an optimiser's name, a cost); numbers line up on the right."""
+    """Text columns: the run's label, status and backend, the architecture, and config keys
+    with no number in them (an optimiser's name, a cost); numbers line up on the right."""
     def is_number(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    text_keys = {key for key in comparison.keys
-                 if not any(is_number(row.config_value(key)) for row in comparison.rows)}
-    return {"run", "status", "backend/device", "verdict", *text_keys}
+    keys = [k for k in display_keys(comparison) if k != "architecture"]
+    short = short_names(keys)
+    text_keys = {short[key] for key in keys if not any(is_number(row.config_value(key)) for row in comparison.rows)}
+    return {"run", "status", "backend/device", "verdict", "ours %", "architecture", *text_keys}
 
 
-def rich_table(comparison: Comparison, title: str | None = None):
+def _table_width(cols) -> int:
+    """What rich's default box needs: each column's widest cell, 1 space each side, borders."""
+    return sum(max(len(h), *(len(c) for c in cells)) + 3 for h, _, cells in cols) + 1 if cols else 0
+
+
+def fit(comparison: Comparison, width: int | None):
+    """The comparison's columns that fit `width` (see `fit_columns`)."""
+    return fit_columns(columns(comparison), width)
+
+
+def fit_columns(cols: list[tuple[str, int, list[str]]], width: int | None):
+    """The (header, priority, cells) columns that fit `width` (None: all), dropping the
+    least important (highest priority number) first; None when even the priority-0 ones do
+    not fit."""
+    if width is None:
+        return cols
+    for cutoff in sorted({p for _, p, _ in cols}, reverse=True):
+        if _table_width(cols) <= width:
+            return cols
+        if cutoff == 0:
+            break
+        cols = [c for c in cols if c[1] < cutoff]
+    return cols if _table_width(cols) <= width else None
+
+
+def rich_table(comparison: Comparison, title: str | None = None, width: int | None = None):
+    """A rich Table that fits `width` (None: every column), or, when even the label and the
+    accuracies do not fit, one block per row."""
+    from rich.console import Group
+
+    cols = fit(comparison, width)
+    if cols is None:
+        return Group(*vertical(comparison, width))
+    return table_of(cols, _left_aligned(comparison), title)
+
+
+def table_of(cols: list[tuple[str, int, list[str]]], left: set[str], title: str | None = None,
+             styles: dict[str, list[str | None]] | None = None):
+    """A rich Table of (header, priority, cells) columns, cells never wrapped; `left` names the
+    left-aligned headers, `styles` optional per-cell styles by header."""
     from rich.table import Table
     from rich.text import Text
 
-    headers, cells = human_table(comparison)
     table = Table(title=title)
-    left = _left_aligned(comparison)
-    for header in headers:
-        table.add_column(header, justify="left" if header in left else "right", no_wrap=header != "run")
-    for row in cells:
-        table.add_row(*map(Text, row))  # Text: a label like [seeds 1, 2] is not markup
+    for header, _, _ in cols:
+        table.add_column(header, justify="left" if header in left else "right", no_wrap=True)
+    for i, cells in enumerate(zip(*(c for _, _, c in cols))):
+        # Text: a label like [seeds 1, 2] is not markup
+        table.add_row(*(Text(cell, style=((styles or {}).get(h) or [None] * (i + 1))[i] or "")
+                        for (h, _, _), cell in zip(cols, cells)))
     return table
+
+
+def vertical(comparison: Comparison, width: int):
+    """One block per row for terminals too narrow for a table: the label on a line of its
+    own, then `header value` pairs wrapped to the width."""
+    from rich.text import Text
+
+    cols = columns(comparison)
+    blocks = []
+    for i, row in enumerate(comparison.rows):
+        blocks.append(Text(row.display, style="bold"))
+        line = ""
+        for header, _, cells in cols[1:]:
+            pair = f"{header} {cells[i]}"
+            if line and len(line) + 3 + len(pair) > width:
+                blocks.append(Text(line))
+                line = ""
+            line = f"{line} · {pair}" if line else f"  {pair}"
+        if line:
+            blocks.append(Text(line))
+    return blocks
 
 
 def markdown(comparison: Comparison) -> str:
@@ -410,19 +595,83 @@ def to_json(comparison: Comparison) -> str:
 
 def curves(comparison: Comparison) -> list[tuple[str, list[list[dict]]]]:
     """(label, per-run metric records) per row: what `plots.comparison_figure` draws."""
-    return [(row.label if row.status == "completed" else f"{row.label} ({row.status})",
+    return [(row.display if row.status == "completed" else f"{row.display} ({row.status})",
              [r.metrics for r in row.runs]) for row in comparison.rows]
 
 
+_WHERE = re.compile(r"^\s*([^=!<>\s]+)\s*(!=|<=|>=|=|<|>)\s*(.*)$")
+
+
+def parse_where(text: str) -> tuple[str, str, Any]:
+    """``KEY=VALUE``, ``KEY!=VALUE``, ``KEY<VALUE``, ``KEY>VALUE`` (and <=, >=): a config key
+    (``training.eta``), a metric (``test_accuracy``, fractions) or ``status``; VALUE as YAML."""
+    from nnexp.config import parse_yaml
+
+    match = _WHERE.match(text)
+    if not match:
+        raise UserError(f"--where {text!r}: expected KEY=VALUE, KEY!=VALUE, KEY<VALUE or KEY>VALUE, "
+                        "e.g. training.eta=0.25")
+    key, op, raw = match.groups()
+    try:
+        value = parse_yaml(raw) if raw.strip() else None
+    except Exception:  # noqa: BLE001 - any YAML error: one line naming the option
+        value = raw
+    if op in ("<", ">", "<=", ">=") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise UserError(f"--where {text!r}: {op} needs a number")
+    return key, op, value
+
+
+def _matches(record: RunRecord, where: tuple[str, str, Any]) -> bool:
+    key, op, value = where
+    if key == "status":
+        have = record.status
+    elif key in record.values:
+        have = record.values[key]
+    else:
+        have = record.flat.get(key, MISSING)
+    if op in ("=", "!="):
+        same = have is not MISSING and (have == value or (isinstance(have, str) and have == str(value)))
+        return same if op == "=" else not same
+    if have is MISSING or have is None or isinstance(have, bool) or not isinstance(have, (int, float)):
+        return False
+    return {"<": have < value, ">": have > value, "<=": have <= value, ">=": have >= value}[op]
+
+
+def select(records: list[RunRecord], *, where: list[str] = (), status: list[str] = (),
+           last: int | None = None) -> list[RunRecord]:
+    """The runs that pass every --where and any --status, then the `last` most recently
+    started of them (by when their config was written)."""
+    conditions = [parse_where(w) for w in where]
+    known = {k for r in records for k in r.flat} | set(METRICS) | {"status"}
+    for key, _, _ in conditions:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise UserError(f"--where: no run has a key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    chosen = [r for r in records if all(_matches(r, c) for c in conditions)
+              and (not status or r.status in status)]
+    if last is not None:
+        started = lambda r: (r.run.path / "config.yaml").stat().st_mtime_ns  # noqa: E731
+        chosen = sorted(chosen, key=started)[-last:] if last > 0 else []
+        chosen.sort(key=lambda r: records.index(r))
+    return chosen
+
+
 def compare(patterns: list[str | Path], *, sort: str = DEFAULT_SORT, descending: bool | None = None,
-            group: bool = True) -> tuple[Comparison, list[str]]:
-    """Read, group and sort the runs the patterns name: (comparison, warnings)."""
+            group: bool = True, where: list[str] = (), status: list[str] = (),
+            last: int | None = None) -> tuple[Comparison, list[str]]:
+    """Read, choose, group and sort the runs the patterns name: (comparison, warnings)."""
     records, warnings = load_runs(patterns)
+    records = select(records, where=where, status=status, last=last)
+    if not records:
+        raise UserError("no run matches --where / --status / --last")
     return sort_rows(build(records, group=group), sort, descending), warnings
 
 
-def render(comparison: Comparison, fmt: str = "table"):
-    """The comparison in one of FORMATS: a rich Table for "table", text otherwise."""
+def render(comparison: Comparison, fmt: str = "table", width: int | None = None):
+    """The comparison in one of FORMATS: for "table" a rich renderable fitted to `width`
+    (None: every column, for pipes and files), text otherwise."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    return {"table": rich_table, "markdown": markdown, "csv": to_csv, "json": to_json}[fmt](comparison)
+    if fmt == "table":
+        return rich_table(comparison, width=width)
+    return {"markdown": markdown, "csv": to_csv, "json": to_json}[fmt](comparison)

@@ -14,6 +14,7 @@ import copy
 import difflib
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ SCHEDULES = ("constant", "halve-on-plateau")
 OPTIMIZER_SETTINGS = {"momentum": ("momentum", "nesterov"), "rmsprop_decay": ("rmsprop",),
                       "beta1": ("adam",), "beta2": ("adam",)}  # key -> the optimisers using it
 DEVICES = ("auto", "cpu", "cuda")
+# Where a max-pool window's gradient goes when several inputs tie for its maximum (a blank
+# patch convolves to the bias everywhere): the first one (torch, cuDNN), or all of them, each
+# the whole gradient (Theano's, so network3's)
+POOL_TIES = ("first", "all")
 DTYPES = ("float32", "float64")
 
 
@@ -134,18 +139,120 @@ LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
         "pool": Field(int, 1, min=1),
         "pad": Field(int, 0, min=0),
         "activation": Field(str, "sigmoid", choices=ACTIVATIONS),
+        "pool_ties": Field(str, "first", choices=POOL_TIES),
     },
-    "pool": {"size": Field(int, REQUIRED, min=1)},
+    "pool": {"size": Field(int, REQUIRED, min=1), "pool_ties": Field(str, "first", choices=POOL_TIES)},
     "softmax": {"units": Field(int, REQUIRED, min=1), "dropout": _fraction()},
 }
 
 # ---------------------------------------------------------------------------------------------
 # Loading and overrides
 
+# Bounds on what a YAML file may make: a config is a few kB, and without them a few hundred
+# bytes of nested aliases (an alias bomb) expand to gigabytes, and deep brackets overflow the
+# stack
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 100  # nested lists and mappings
+MAX_YAML_VALUES = 100_000  # every value, each alias counted as often as it is used
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that parses but is refused: too large, too deep, a key given twice, a scalar
+    that cannot be converted. Its message is one line; callers that catch YAMLError report
+    it as they report bad YAML."""
+
+
+def _quote(value: Any, limit: int = 60) -> str:
+    """`value` as an error message quotes it: its repr, cut short, since a value may be a
+    megabyte of text or a structure that prints as one."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = limit
+    short.maxlevel = 3
+    try:
+        text = short.repr(value)
+    except ValueError:  # an integer too long for str() (over 4,300 digits)
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit + 5 else text[:limit] + "..."
+
+
+def _line(mark) -> str:
+    return f"line {mark.line + 1}" if mark is not None else "an unknown line"
+
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading floats as YAML 1.2 does: ``1e-3`` is a number, not the
-    string YAML 1.1 makes of it (1.1 wants ``1.0e-3``), which is how people write eta."""
+    string YAML 1.1 makes of it (1.1 wants ``1.0e-3``), which is how people write eta.
+
+    It also refuses what a config never needs and a hostile or broken file can use to exhaust
+    memory or the stack (see MAX_YAML_*), and a key given twice in one mapping, which PyYAML
+    would silently let the second one win."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._nesting = 0
+        self._extent: dict[yaml.Node, tuple[int, int]] = {}  # node -> (values, depth), expanded
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = super().compose_node(parent, index)
+            if node not in self._extent:  # still being composed: the alias is inside its anchor
+                raise _Refused(f"alias *{event.anchor[:40]} ({_line(event.start_mark)}) "
+                               "refers to a value that contains it")
+            return node
+        collection = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        if collection:
+            self._nesting += 1
+            if self._nesting > MAX_YAML_DEPTH:
+                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep "
+                               f"({_line(self.peek_event().start_mark)})")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            if collection:
+                self._nesting -= 1
+        if isinstance(node, yaml.MappingNode):
+            self._check_keys(node)
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        values = 1 + sum(self._extent[child][0] for child in children)
+        depth = (1 if collection else 0) + max((self._extent[child][1] for child in children), default=0)
+        if values > MAX_YAML_VALUES:
+            raise _Refused(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded "
+                           f"({_line(node.start_mark)})")
+        if depth > MAX_YAML_DEPTH:
+            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep once its aliases are "
+                           f"expanded ({_line(node.start_mark)})")
+        self._extent[node] = (values, depth)
+        return node
+
+    def construct_object(self, node, deep=False):
+        """PyYAML's, with a scalar it cannot convert (an integer of 5,000 digits, the date
+        2001-13-45) a YAMLError like any other bad YAML, not a bare ValueError."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise _Refused(f"cannot read the {kind} at {_line(node.start_mark)}: "
+                           f"{' '.join(str(exc).split())[:80]}") from None
+
+    def _check_keys(self, node: yaml.MappingNode) -> None:
+        """A key given twice in one mapping is a mistake (the first value would be silently
+        lost); keys merged in with ``<<`` may be overridden, as merging is for."""
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node)
+            first = seen.setdefault(key, key_node.start_mark)
+            if first is not key_node.start_mark:
+                second = key_node.start_mark
+                where = (f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
+                         if first.line == second.line else f"lines {first.line + 1} and {second.line + 1}")
+                raise _Refused(f"key {_quote(key)} is given twice ({where})")
 
 
 _Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
@@ -161,6 +268,9 @@ _Loader.add_implicit_resolver(
 
 
 def parse_yaml(text: str):
+    """One YAML document, within the MAX_YAML_* bounds (a YAMLError beyond them)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise _Refused(f"larger than {MAX_YAML_BYTES:,} bytes")
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -171,11 +281,18 @@ def read_yaml_file(path: str | Path, error=ConfigError) -> dict:
     if not path.is_file():
         raise fail(f"file not found: {path}")
     try:
-        raw = parse_yaml(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)  # never more: the file may be huge, or growing
+        if len(data) > MAX_YAML_BYTES:
+            raise fail(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; a config is a few kB")
+        raw = parse_yaml(data.decode("utf-8"))
+    except _Refused as exc:
+        raise fail(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
+        problem = problem if len(problem) <= 120 else problem[:117] + "..."  # it may quote a tag
         raise fail(f"{path}: YAML syntax error{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"{path}: cannot be read ({exc.__class__.__name__})") from None
@@ -207,11 +324,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError("", f"--set expects key.path=value, got {item!r}")
+            raise ConfigError("", f"--set expects key.path=value, got {_quote(item)}")
         try:
             value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError:
-            raise ConfigError(key, f"--set value {text!r} is not valid YAML") from None
+            raise ConfigError(key, f"--set value {_quote(text)} is not valid YAML") from None
         parts = key.split(".")
         node: Any = raw
         for depth, part in enumerate(parts):
@@ -266,18 +383,18 @@ def _check_field(path: str, field: Field, value: Any) -> Any:
     if float in types and isinstance(value, int):
         value = float(value)
     if not isinstance(value, types):
-        raise ConfigError(path, f"expected {_TYPE_NAMES[types[0]]}, got {_kind(value)} ({value!r})")
+        raise ConfigError(path, f"expected {_TYPE_NAMES[types[0]]}, got {_kind(value)} ({_quote(value)})")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(path, f"must be a finite number, got {value}")
     if field.choices is not None and value not in field.choices:
-        raise ConfigError(path, f"unknown value {value!r}; valid: {', '.join(field.choices)}"
+        raise ConfigError(path, f"unknown value {_quote(value)}; valid: {', '.join(field.choices)}"
                           + _suggest(value, field.choices))
     if field.min is not None and (value < field.min or (field.min_exclusive and value == field.min)):
         op = ">" if field.min_exclusive else ">="
-        raise ConfigError(path, f"must be {op} {field.min:g}, got {value}")
+        raise ConfigError(path, f"must be {op} {field.min:g}, got {_quote(value)}")
     if field.max is not None and (value > field.max or (field.max_exclusive and value == field.max)):
         op = "<" if field.max_exclusive else "<="
-        raise ConfigError(path, f"must be {op} {field.max:g}, got {value}")
+        raise ConfigError(path, f"must be {op} {field.max:g}, got {_quote(value)}")
     return value
 
 
@@ -320,7 +437,7 @@ def _check_layers(layers: list) -> list[dict]:
         if kind is None:
             raise ConfigError(f"{path}.type", f"is required; valid: {', '.join(LAYER_SCHEMAS)}")
         if not isinstance(kind, str) or kind not in LAYER_SCHEMAS:
-            raise ConfigError(f"{path}.type", f"unknown layer type {kind!r}; valid: "
+            raise ConfigError(f"{path}.type", f"unknown layer type {_quote(kind)}; valid: "
                               f"{', '.join(LAYER_SCHEMAS)}" + _suggest(kind, LAYER_SCHEMAS))
         body = {k: v for k, v in layer.items() if k != "type"}
         out.append({"type": kind, **_check_mapping(path, LAYER_SCHEMAS[kind], body)})
@@ -376,9 +493,32 @@ def resolve(raw: dict) -> dict:
     return cfg
 
 
+# Overrides that leave the experiment as the book ran it: where and how it runs, its seed.
+SAME_EXPERIMENT_KEYS = ("name", "seed", "backend", "device", "dtype", "deterministic", "data.path")
+
+
+def changes_experiment(keys) -> bool:
+    """Whether overriding these dotted keys makes another experiment than the config's."""
+    return any(key not in SAME_EXPERIMENT_KEYS and key.split(".")[0] != "reference" for key in keys)
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    return [item.partition("=")[0].strip() for item in overrides]
+
+
+def apply_experiment_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`apply_overrides`, dropping the config's `reference:` when an override changes the
+    experiment (another eta, fewer epochs): the book's number belongs to the book's setting,
+    and a verdict against it would mislead."""
+    raw = apply_overrides(raw, overrides)
+    if raw.get("reference") is not None and changes_experiment(override_keys(overrides)):
+        raw["reference"] = None
+    return raw
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> dict:
     """Read, override and validate a config file."""
-    return resolve(apply_overrides(load_yaml(path), overrides or []))
+    return resolve(apply_experiment_overrides(load_yaml(path), overrides or []))
 
 
 def dump(cfg: dict) -> str:

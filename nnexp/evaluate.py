@@ -13,7 +13,7 @@ from nnexp.backends import Model, Objective
 from nnexp.data import Dataset, load_dataset
 from nnexp.errors import RunDirError
 from nnexp.network import NetworkSpec, build_spec
-from nnexp.runs import Run
+from nnexp.runs import Run, is_finite_number
 
 
 @dataclass
@@ -65,3 +65,15 @@ def score(loaded: LoadedRun, dataset: Dataset, split: str = "test") -> dict:
     cost, accuracy = loaded.model.evaluate(part.x, part.y)
     n = len(part.y)
     return {"split": split, "cost": cost, "accuracy": accuracy, "errors": n - round(accuracy * n), "n": n}
+
+
+def recorded_test_accuracy(run: Run) -> float | None:
+    """summary.json's test accuracy, to set beside a fresh score; None when there is none to
+    compare with: no summary, a damaged one, or a value that is not a finite number. A
+    check that a run reproduces must not crash on the file it checks against."""
+    try:
+        summary = run.read_summary() or {}
+    except RunDirError:
+        return None
+    value = summary.get("test_accuracy")
+    return float(value) if is_finite_number(value) else None

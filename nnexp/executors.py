@@ -72,10 +72,16 @@ _datasets = None  # this process's data-set cache (a train.DataCache), made on f
 def _cache():
     global _datasets
     if _datasets is None:
-        from nnexp.train import DataCache
+        from nnexp.training import DataCache
 
         _datasets = DataCache()
     return _datasets
+
+
+def keep_datasets(cache) -> None:
+    """Make `cache` this process's data-set cache (a sweep's checks loaded the data already)."""
+    global _datasets
+    _datasets = cache
 
 
 class _EpochReporter:
@@ -88,6 +94,9 @@ class _EpochReporter:
         pass
 
     def batches_done(self, done: int) -> None:
+        pass
+
+    def evaluating(self) -> None:
         pass
 
     def epoch_finished(self, record: dict, line: str) -> None:
@@ -124,7 +133,7 @@ def run_task(task: Task, send: Callable[[Event], None] | None = None) -> Outcome
 
 
 def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
-    from nnexp import train
+    from nnexp import training as train
     from nnexp.runs import Run
 
     started = time.perf_counter()

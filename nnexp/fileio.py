@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+# `.<name>.<pid>.<8 hex digits>.tmp`: hidden, beside its target, unique per process and write
+_TEMP_NAME = re.compile(r"\.(.+)\.[0-9]+\.[0-9a-f]{8}\.tmp")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` for the block to write; when the block succeeds it is
     flushed to disk and renamed onto `path`, when it fails (disk full, Ctrl-C, a bad
-    download) it is removed."""
+    download) it is removed. Only a SIGKILL or a power cut leaves it behind: see
+    `temporary_target`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -23,3 +28,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temporary_target(name: str) -> str | None:
+    """The name of the file a temporary of `atomic_path` called `name` was to become, or None
+    if `name` is not one: how cleanup finds the temporaries a killed process left."""
+    match = _TEMP_NAME.fullmatch(name)
+    return match.group(1) if match else None

@@ -47,6 +47,7 @@ class LayerSpec:
     pool: int = 1
     batch_norm: bool = False
     pad: int = 0  # conv: zero rows and columns added on each side of the input
+    pool_ties: str = "first"  # max-pool gradient: the first tied maximum, or all (Theano's)
 
     @property
     def n_in(self) -> int:
@@ -72,10 +73,12 @@ class LayerSpec:
         shape = "x".join(map(str, self.out_shape))
         if self.type == "conv":
             pad = f" pad {self.pad}" if self.pad else ""
-            pool = f" + maxpool {self.pool}" if self.pool > 1 else ""
+            ties = " (ties: all)" if self.pool_ties == "all" and self.pool > 1 else ""
+            pool = f" + maxpool {self.pool}{ties}" if self.pool > 1 else ""
             return f"conv {self.out_shape[0]}@{self.size}x{self.size}{pad}{pool}, {self.activation} -> {shape}"
         if self.type == "pool":
-            return f"maxpool {self.size} -> {shape}"
+            ties = " (ties: all)" if self.pool_ties == "all" else ""
+            return f"maxpool {self.size}{ties} -> {shape}"
         drop = f", dropout {self.dropout:g}" if self.dropout else ""
         norm = ", batch norm" if self.batch_norm else ""
         act = "softmax" if self.type == "softmax" else self.activation
@@ -131,7 +134,7 @@ def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -
                                   f"{out_h}x{out_w} convolution output")
             out = (layer["filters"], out_h // pool, out_w // pool)
             specs.append(LayerSpec(i, kind, shape, out, activation=layer["activation"],
-                                   size=k, pool=pool, pad=pad))
+                                   size=k, pool=pool, pad=pad, pool_ties=layer.get("pool_ties", "first")))
         elif kind == "pool":
             if len(shape) != 3:
                 raise ConfigError(f"{path}.type", "a pool layer cannot follow a dense layer")
@@ -140,7 +143,7 @@ def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -
             if height % k or width % k:
                 raise ConfigError(f"{path}.size", f"pool {k} does not divide its {height}x{width} input")
             out = (channels, height // k, width // k)
-            specs.append(LayerSpec(i, kind, shape, out, size=k))
+            specs.append(LayerSpec(i, kind, shape, out, size=k, pool_ties=layer.get("pool_ties", "first")))
         else:  # dense, softmax
             out = (layer["units"],)
             activation = "softmax" if kind == "softmax" else layer["activation"]

@@ -8,7 +8,7 @@
       train.log            the plain per-epoch lines the command printed
       checkpoints/best.npz parameters at the best-validation epoch
       checkpoints/last.npz parameters + optimiser/RNG/loop state after the last epoch
-      .lock                held (flock) by the process training the run
+      .lock                held (flock; filelock where fcntl is missing) by the process training the run
 
 Directories are created with one atomic mkdir, so two runs started at the same moment never
 share one. Every JSON and checkpoint file is written to a temporary file and renamed, so a
@@ -19,7 +19,6 @@ crash leaves the previous version, never half of a new one. Checkpoints are plai
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import math
@@ -37,9 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from nnexp.errors import RunDirError
-from nnexp.fileio import atomic_path
+from nnexp.fileio import atomic_path, temporary_target
+
+try:
+    import fcntl
+except ImportError:  # Windows: `_file_lock` stands in
+    fcntl = None
 
 CHECKPOINT_FORMAT = 1
+# The files a run's training process writes through `atomic_path`, beside checkpoints/*.npz:
+# their temporaries can only be its own, so the lock's holder may remove them
+RUN_FILES = ("config.yaml", "env.json", "summary.json", "metrics.jsonl")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -69,6 +76,38 @@ def _plain(value):
 
 def to_json(value, indent: int | None = 2) -> str:
     return json.dumps(_plain(value), indent=indent, allow_nan=False)
+
+
+def _file_lock(path: Path):
+    """(lock, its timeout exception) from `filelock`, for platforms without fcntl. Only a lock
+    the OS drops when its process dies will do: a soft lock (a marker file) left behind by a
+    killed run would block its resume for ever."""
+    try:
+        import filelock
+    except ImportError:
+        filelock = None
+    if filelock is None:
+        raise RunDirError(f"cannot lock {path}: this platform has no fcntl; pip install filelock")
+    if issubclass(filelock.FileLock, filelock.SoftFileLock):
+        raise RunDirError(f"cannot lock {path}: this platform has neither fcntl nor an OS file lock")
+    return filelock.FileLock(str(path), timeout=0), filelock.Timeout
+
+
+def _damage(record) -> str | None:
+    """Why a parsed metrics line is not a record the training loop could have written."""
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    epoch = record.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        return "no integer epoch"
+    return None
+
+
+def _torn(raw: bytes) -> bool:
+    """Whether an unterminated last line can be a record cut short by a crash: ASCII (to_json
+    escapes the rest) and the start of a JSON object, or the zeros a power cut may leave."""
+    head = raw.strip(b"\0 ")
+    return raw.isascii() and (not head or head.startswith(b"{"))
 
 
 def make_unique_dir(parent: str | os.PathLike, name: str) -> Path:
@@ -154,6 +193,10 @@ class Run:
     def lock(self):
         """Hold the run for one training process. The OS drops the lock when the process
         dies, even by SIGKILL, so a stale "running" status never blocks a resume."""
+        if fcntl is None:
+            with self._fallback_lock():
+                yield self
+            return
         with open(self.path / ".lock", "a+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,8 +214,35 @@ class Run:
                 f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def _fallback_lock(self):
+        """`lock` without fcntl. The lock file stays empty: on Windows another process could
+        not read a pid from a locked file anyway."""
+        lock, busy = _file_lock(self.path / ".lock")
+        try:
+            lock.acquire()
+        except busy:
+            raise RunDirError(f"{self.path} is being trained by another process") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
     def is_locked(self) -> bool:
         """True while some process trains this run."""
+        if fcntl is None:
+            try:
+                lock, busy = _file_lock(self.path / ".lock")
+            except RunDirError:
+                return False  # no process here can hold a lock either
+            try:
+                lock.acquire()
+            except busy:
+                return True
+            except OSError:
+                return False
+            lock.release()
+            return False
         try:
             with open(self.path / ".lock", "a+") as f:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -205,21 +275,29 @@ class Run:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             record = {}
-        record.setdefault("resumes", []).append(env)
+        if not isinstance(record, dict):  # damaged: start a fresh record rather than fail
+            record = {}
+        if not isinstance(record.get("resumes"), list):
+            record["resumes"] = []
+        record["resumes"].append(env)
         self.write_env(record)
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.path / "summary.json", to_json(summary))
 
     def read_summary(self) -> dict | None:
-        """The summary, or None if the run never got far enough to write one."""
+        """The summary, or None if the run never got far enough to write one; a damaged one
+        (not JSON, or not a JSON object) is a RunDirError naming the file."""
         path = self.path / "summary.json"
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            summary = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RunDirError(f"{path} is damaged: {exc}") from None
+        if not isinstance(summary, dict):
+            raise RunDirError(f"{path} is damaged: not a JSON object ({type(summary).__name__})")
+        return summary
 
     # --- metrics and log ----------------------------------------------------------------------
 
@@ -229,28 +307,74 @@ class Run:
             f.flush()
             os.fsync(f.fileno())
 
-    def read_metrics(self) -> list[dict]:
-        """Per-epoch records. A torn last line (a crash mid-write) is ignored."""
+    def read_metrics(self, strict: bool = True) -> list[dict]:
+        """Per-epoch records: JSON objects with an integer epoch.
+
+        A torn last line (a crash mid-write: ASCII, as every line written is, with no newline
+        yet) is dropped silently. Any other bad line is damage, which must not silently hide
+        the records after it: `strict` raises a RunDirError naming the file and line, otherwise
+        the line is skipped and the rest read."""
         path = self.path / "metrics.jsonl"
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise RunDirError(f"{path} cannot be read: {exc.strerror or exc}") from None
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline, as it should
         records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for number, raw in enumerate(lines + [torn], start=1):
+            if not raw.strip():
+                continue
             try:
-                records.append(json.loads(line))
-            except ValueError:
+                record = json.loads(raw.decode("utf-8"))
+                why = _damage(record)
+            except UnicodeDecodeError:
+                record, why = None, "not UTF-8 text"
+            except ValueError as exc:
+                record, why = None, f"not JSON ({str(exc)[:80]})"
+            if why is None:
+                records.append(record)
+            elif raw is torn and _torn(raw):
                 break
+            elif strict:
+                raise RunDirError(f"{path} line {number} is damaged: {why}")
         return records
 
     def truncate_metrics(self, epochs: int) -> None:
-        """Keep the records of the first `epochs` epochs only (used when resuming)."""
-        kept = [r for r in self.read_metrics() if r["epoch"] <= epochs]
+        """Keep the records of the first `epochs` epochs only (used when resuming). A damaged
+        line is a RunDirError: rewriting the file without it would lose good records too."""
+        try:
+            records = self.read_metrics(strict=True)
+        except RunDirError as exc:
+            raise RunDirError(f"{exc}; repair or delete that line, then resume again") from None
+        kept = [r for r in records if r["epoch"] <= epochs]
         atomic_write_text(self.path / "metrics.jsonl",
                           "".join(to_json(r, indent=None) + "\n" for r in kept))
 
     def log(self, line: str) -> None:
         with open(self.path / "train.log", "a", encoding="utf-8") as f:
             f.write(line.rstrip("\n") + "\n")
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove the temporaries `atomic_path` left when a process was killed mid-write (a
+        SIGKILL runs no cleanup), in the run directory and checkpoints/. Only those of the
+        run's own files: call it holding `lock`, so no other process can be writing them.
+        Returns the files removed."""
+        removed = []
+        for folder, own in ((self.path, RUN_FILES.__contains__),
+                            (self.path / "checkpoints", lambda name: name.endswith(".npz"))):
+            try:
+                children = list(folder.iterdir())
+            except OSError:
+                continue
+            for child in children:
+                target = temporary_target(child.name)
+                if target is not None and own(target) and child.is_file():
+                    child.unlink(missing_ok=True)
+                    removed.append(child)
+        return removed
 
     # --- checkpoints --------------------------------------------------------------------------
 
@@ -289,13 +413,24 @@ class Run:
         return params, meta, state
 
 
+def is_finite_number(value) -> bool:
+    """Whether a value read from a run's JSON is a usable number: not a boolean, a string,
+    NaN or infinity, nor an integer too large for a float (math.isfinite raises on one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def best_record(metrics: list[dict]) -> dict | None:
     """The record of the best-validation epoch, ties going to the later epoch: the training
     loop's rule, for readers of runs that have no summary (yet)."""
     best = None
     for record in metrics:
         acc = record.get("validation_accuracy")
-        if isinstance(acc, (int, float)) and math.isfinite(acc) and (
+        if is_finite_number(acc) and (
                 best is None or acc >= best["validation_accuracy"]):
             best = record
     return best

@@ -13,14 +13,13 @@ Non-goals: writing anything (that is `runs.Run`), reading checkpoints (`evaluate
 from __future__ import annotations
 
 import glob
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nnexp.config import resolve
 from nnexp.errors import RunDirError, UserError
-from nnexp.runs import Run, best_record
+from nnexp.runs import Run, best_record, is_finite_number
 
 METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
 
@@ -71,9 +70,7 @@ def _values_from_metrics(metrics: list[dict]) -> dict:
 
 def _number(value: Any) -> float | int | None:
     """A finite number or None: a diverged run's NaN must not poison means and sorting."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return value
+    return value if is_finite_number(value) else None
 
 
 def _with_current_defaults(config: dict) -> dict:
@@ -87,13 +84,13 @@ def _with_current_defaults(config: dict) -> dict:
 
 
 def read_run(path: str | Path) -> RunRecord:
-    """One run directory as a record; a damaged one is a RunDirError."""
+    """One run directory as a record; a damaged one (its config, its summary, or any
+    metrics.jsonl line but a torn last one) is a RunDirError, which `load_runs` turns into a
+    warning: numbers recomputed from part of a run's records would look like its own."""
     run = Run.open(path)
     config = _with_current_defaults(run.read_config())
-    summary = run.read_summary()
-    if summary is not None and not isinstance(summary, dict):
-        raise RunDirError(f"{run.path / 'summary.json'} is damaged (not a JSON object)")
-    metrics = [r for r in run.read_metrics() if isinstance(r, dict)]
+    summary = run.read_summary()  # a dict or None: anything else is a RunDirError
+    metrics = run.read_metrics(strict=True)
     if summary is None:
         status = "unknown" if metrics else "starting"
         values = _values_from_metrics(metrics)
@@ -102,7 +99,8 @@ def read_run(path: str | Path) -> RunRecord:
         if status == "running" and not run.is_locked():
             status = "killed"  # no process holds the run: it died without a word; resumable
         fallback = _values_from_metrics(metrics)
-        values = {k: summary[k] if summary.get(k) is not None else fallback[k] for k in METRICS}
+        # a value that is not a number (null, or damage such as "abc") is recomputed
+        values = {k: fallback[k] if _number(summary.get(k)) is None else summary[k] for k in METRICS}
     values = {k: _number(v) for k, v in values.items()}
     return RunRecord(run, config, flatten(config), summary, metrics, status, values)
 

@@ -3,7 +3,7 @@
 `nnexp search CONFIG --sample training.eta=log-uniform:1e-6:1e-2 --trials 100` draws every
 trial's values up front from one seeded generator, so a search is reproducible and a bad
 sample spec or config key fails before anything trains. Each trial is an ordinary run
-(`nnexp.train`, the one training loop) named ``<name>-tNNN``; `nnexp compare` reads them back.
+(`nnexp.training`, the one training loop) named ``<name>-tNNN``; `nnexp compare` reads them back.
 
 Distributions: ``log-uniform:LOW:HIGH`` (10 ** U(log10 LOW, log10 HIGH), for learning rates and
 penalties), ``uniform:LOW:HIGH``, ``choice:A,B,...`` (each value read as YAML).

@@ -64,7 +64,7 @@ class Plan:
 
     def config(self, point: Point) -> dict:
         """The point's resolved config; a bad value is a ConfigError naming the point."""
-        raw = config.apply_overrides(self.bases[point.base], overrides(point.overrides))
+        raw = config.apply_experiment_overrides(self.bases[point.base], overrides(point.overrides))
         try:
             return config.resolve(raw)
         except ConfigError as exc:
@@ -181,7 +181,7 @@ def search_plan(name: str, base: dict, draws: list[dict[str, Any]], spec: dict) 
 
 def load_base(path: str | Path, sets: list[str]) -> dict:
     """A config file with --set applied, validated (so a typo fails before any point runs)."""
-    raw = config.apply_overrides(config.load_yaml(path), sets)
+    raw = config.apply_experiment_overrides(config.load_yaml(path), sets)
     config.resolve(raw)
     return raw
 
@@ -213,7 +213,7 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
     for i, source in enumerate(sources):
         where = f"config.{i}" if isinstance(raw["config"], list) else "config"
         if isinstance(source, dict):
-            base = config.apply_overrides({"name": path.stem, **source}, all_sets)
+            base = config.apply_experiment_overrides({"name": path.stem, **source}, all_sets)
             config.resolve(base)
         elif isinstance(source, str) and source.strip():
             target = (path.parent / source).expanduser()
@@ -325,6 +325,28 @@ def selected(plan: Plan, only: list[str] | None) -> list[Point]:
         raise UserError(f"--only {' '.join(only)} matches none of the sweep's points "
                         f"({', '.join(p.id for p in plan.points[:4])}{', ...' if len(plan.points) > 4 else ''})")
     return chosen
+
+
+def check_points(plan: Plan, data_dir=None, *, skip_ruled_out: bool = False,
+                 only: list[str] | None = None) -> dict[str, str]:
+    """Every selected point's config and data checked before anything is made: a typo fails
+    the sweep at once. With `skip_ruled_out` (search), a draw the data rules out (a batch
+    larger than the training set) is returned, point id -> why, instead of raised."""
+    from nnexp import executors
+    from nnexp import training as train
+
+    datasets = train.DataCache()
+    ruled_out = {}
+    for point in selected(plan, only):
+        cfg = plan.config(point)  # a config error is always fatal
+        try:
+            train.prepare(cfg, data_dir=data_dir, datasets=datasets)
+        except ConfigError as exc:
+            if not skip_ruled_out:
+                raise
+            ruled_out[point.id] = str(exc)
+    executors.keep_datasets(datasets)  # points run in this process reuse what was just loaded
+    return ruled_out
 
 
 def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = False, threads: int = 1,

@@ -32,12 +32,12 @@ def _load(name, data_dir, train_size, expanded_seed):
 @pytest.fixture
 def cached_data(monkeypatch):
     """Load each (dataset, train_size) once per session: the loop never mutates the arrays."""
-    import nnexp.train
+    import nnexp.training
 
     def load(name, *, data_dir=None, train_size=None, expanded_seed=0):
         return _load(name, str(data_dir) if data_dir else None, train_size, expanded_seed)
 
-    monkeypatch.setattr(nnexp.train, "load_dataset", load)
+    monkeypatch.setattr(nnexp.training, "load_dataset", load)
 
 
 def make_config(layers=None, **sections) -> dict:

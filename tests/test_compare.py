@@ -92,10 +92,13 @@ def test_real_runs_with_different_layers_show_missing_keys_as_dash(tmp_path):
     make_run(tmp_path, "deep", layers=DEEP, sets={"training.eta": 0.5})
     comparison, _ = build(tmp_path, sort="name")
     assert "training.eta" in comparison.keys and "model.layers.2.units" in comparison.keys
-    headers, cells = cmp.human_table(comparison)
-    shallow = cells[labels(comparison).index(next(l for l in labels(comparison) if l.startswith("shallow")))]
-    assert shallow[headers.index("model.layers.2.units")] == "-"
-    assert shallow[headers.index("training.eta")] == "0.1"
+    headers, cells = cmp.human_table(comparison)  # one architecture column for the layer keys
+    assert not any(h.startswith("model.layers") for h in headers)
+    by_name = {row.label.split("-")[0]: cells[i] for i, row in enumerate(comparison.rows)}
+    assert by_name["shallow"][headers.index("architecture")] == "dense 30 sigmoid → softmax 10"
+    assert by_name["deep"][headers.index("architecture")] == "dense 100 sigmoid → dense 30 sigmoid → softmax 10"
+    assert by_name["shallow"][headers.index("η")] == "0.1"
+    assert by_name["deep"][headers.index("run")] == "deep"  # different networks: named by their config
 
 
 # --- grouping ---------------------------------------------------------------------------------
@@ -302,7 +305,7 @@ def test_markdown_and_rich_table_have_one_line_per_row(tmp_path):
     comparison, _ = build(tmp_path)
     lines = cmp.markdown(comparison).splitlines()
     assert len(lines) == 2 + len(comparison.rows)
-    assert lines[0].startswith("| run | n | status | backend/device |")
+    assert lines[0].startswith("| run | status | best val % | ± | test % | ± |")
     assert "96.23" in cmp.markdown(comparison)  # percentages, 2 decimals
     table = cmp.render(comparison, "table")
     assert table.row_count == len(comparison.rows)
@@ -315,10 +318,10 @@ def test_text_config_columns_align_left_and_numbers_right(tmp_path):
     comparison, _ = build(tmp_path)
     header, rule = cmp.markdown(comparison).splitlines()[:2]
     align = dict(zip([h.strip() for h in header.strip("|").split("|")], rule.strip("|").split("|")))
-    assert align["training.optimizer"] == ":---" and align["training.eta"] == "---:"
+    assert align["optimizer"] == ":---" and align["η"] == "---:"
     table = cmp.render(comparison, "table")
     justify = {c.header: c.justify for c in table.columns}
-    assert justify["training.optimizer"] == "left" and justify["training.eta"] == "right"
+    assert justify["optimizer"] == "left" and justify["η"] == "right"
 
 
 def test_unknown_format_is_a_user_error(tmp_path):
@@ -392,8 +395,8 @@ def test_compare_prints_the_book_columns_in_every_format(tmp_path):
     table = runner.invoke(app, ["compare", str(tmp_path), "-f", "markdown"])
     assert table.exit_code == 0, table.output
     header, _, line = table.stdout.splitlines()[:3]
-    assert header.endswith("| book % | ours % | Δ | verdict |")
-    assert line.endswith("| 99.06 | 98.50 (best by val) | -0.56 | below (±0.15) |")
+    assert "| test % | ± | book % | ours % | Δ | verdict |" in header
+    assert "| 99.06 | 98.50 (best by val) | -0.56 | below (±0.15) |" in line
     assert "reference" not in header  # the block is not a config difference
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["compare", str(tmp_path), "-f", "csv"]).stdout)))
     assert rows[0]["book_verdict"] == "below" and rows[0]["book_selection"] == "best-of-seeds"
@@ -405,3 +408,87 @@ def test_runs_without_a_reference_get_no_book_columns(tmp_path):
     make_run(tmp_path, "plain")
     comparison, _ = cmp.compare([tmp_path])
     assert "book %" not in cmp.human_table(comparison)[0] and "book" not in cmp.machine_row(comparison.rows[0], comparison)
+
+
+# --- fitting the terminal ---------------------------------------------------------------------
+
+
+def _sets(tmp_path, kind):
+    if kind == "same-architecture":
+        for eta, lam in [(0.025, 5.0), (0.25, 5.0), (2.5, 0.0)]:
+            make_run(tmp_path, "ch3_l2-with-a-long-name", sets={"training.eta": eta, "training.lambda": lam},
+                     val=[0.9, 0.93 + eta / 100])
+    elif kind == "mixed-architecture":
+        make_run(tmp_path, "conv2_relu", layers=[{"type": "conv", "filters": 20, "size": 5, "pool": 2,
+                                                  "activation": "relu"},
+                                                 {"type": "conv", "filters": 40, "size": 5, "pool": 2,
+                                                  "activation": "relu"},
+                                                 {"type": "dense", "units": 100, "activation": "relu"},
+                                                 {"type": "softmax", "units": 10}],
+                 sets={"training.eta": 0.03, "training.lambda": 0.1}, val=[0.99, 0.9912])
+        make_run(tmp_path, "saitoh_simple_convnet", layers=[{"type": "conv", "filters": 30, "size": 5, "pool": 2,
+                                                             "activation": "relu"},
+                                                            {"type": "dense", "units": 100, "activation": "relu"},
+                                                            {"type": "softmax", "units": 10}],
+                 sets={"training.optimizer": "adam", "training.eta": 0.001, "training.batch_size": 100},
+                 val=[0.98, 0.989])
+        make_run(tmp_path, "shallow", val=[0.97, 0.978])
+    elif kind == "seed-group":
+        make_seed_group(tmp_path)
+        make_run(tmp_path, "shallow", seed=9, sets={"training.eta": 0.5}, val=[0.9, 0.95])
+    else:  # 50 runs
+        for i in range(50):
+            make_run(tmp_path, "sweep", seed=i % 5, sets={"training.eta": round(0.01 * (1 + i // 5), 2)},
+                     val=[0.9, 0.9 + i / 1000])
+
+
+@pytest.mark.parametrize("kind", ["same-architecture", "mixed-architecture", "seed-group", "50 runs"])
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_the_table_fits_the_terminal_and_never_cuts_labels_or_accuracies(tmp_path, kind, width):
+    from rich.console import Console
+
+    _sets(tmp_path, kind)
+    comparison, _ = build(tmp_path)
+    console = Console(width=width, record=True, file=io.StringIO(), highlight=False)
+    console.print(cmp.render(comparison, "table", width=width))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for row in comparison.rows:
+        assert row.display in text, row.display  # the whole label, on one line
+        for metric in ("best_validation_accuracy", "test_accuracy"):
+            assert f"{100 * row.stat(metric).mean:.2f}" in text
+    assert "…" not in text
+
+
+def test_rows_are_labelled_by_what_differs(tmp_path):
+    _sets(tmp_path, "same-architecture")
+    comparison, _ = build(tmp_path)
+    assert sorted(r.display for r in comparison.rows) == ["η 0.025, λ 5", "η 0.25, λ 5", "η 2.5, λ 0"]
+    assert sorted(label for label, _ in cmp.curves(comparison)) == ["η 0.025, λ 5", "η 0.25, λ 5", "η 2.5, λ 0"]
+    _sets(tmp_path / "seeds", "seed-group")
+    comparison, _ = build(tmp_path / "seeds")
+    assert sorted(r.display for r in comparison.rows) == ["η 0.1 [seeds 1, 2, 3]", "η 0.5"]
+
+
+def test_a_narrow_terminal_gets_one_block_per_run(tmp_path):
+    _sets(tmp_path, "mixed-architecture")
+    comparison, _ = build(tmp_path)
+    assert cmp.fit(comparison, 40) is None and cmp.fit(comparison, None) is not None
+    blocks = cmp.vertical(comparison, 40)
+    assert blocks[0].plain == comparison.rows[0].display and "best val %" in blocks[1].plain
+
+
+def test_where_status_and_last_choose_the_runs(tmp_path):
+    make_three(tmp_path)  # a: eta 0.5, b: eta 0.1, c: eta 1.0, made in that order
+    make_run(tmp_path, "d", sets={"training.eta": 0.2}, val=[0.5], status="interrupted")
+    names = lambda **kw: sorted(r.name[0] for r in cmp.select(load_runs([tmp_path])[0], **kw))  # noqa: E731
+    assert names(where=["training.eta<0.5"]) == ["b", "d"]
+    assert names(where=["training.eta>=0.5", "test_accuracy>0.93"]) == ["a"]
+    assert names(where=["training.eta!=0.1"]) == ["a", "c", "d"]
+    assert names(status=["interrupted"]) == ["d"] and names(status=["completed"], last=1) == ["c"]
+    with pytest.raises(UserError, match="no run has a key 'training.etaa' \\(did you mean 'training.eta'\\?\\)"):
+        names(where=["training.etaa=1"])
+    with pytest.raises(UserError, match="< needs a number"):
+        names(where=["training.eta<x"])
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--where", "training.eta=0.1", "-f", "csv"])
+    assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 2

@@ -36,7 +36,8 @@ def test_defaults_are_filled_in_and_dump_round_trips():
     cfg = config.resolve(BASE)
     assert cfg["training"]["batch_size"] == 10 and cfg["training"]["l2"] == "network3"
     assert cfg["model"]["layers"][0] == {"type": "conv", "filters": 20, "size": 5, "pool": 2,
-                                         "pad": 0, "activation": "sigmoid"}
+                                         "pad": 0, "activation": "sigmoid",
+                                         "pool_ties": "first"}
     assert cfg["model"]["layers"][1] == {"type": "dense", "units": 100, "activation": "sigmoid",
                                          "dropout": 0.0, "batch_norm": False}
     assert config.resolve(yaml.safe_load(config.dump(cfg))) == cfg
@@ -223,3 +224,11 @@ def test_every_shipped_config_with_a_book_number_carries_it():
             if cfgmod.load(path)["reference"] is None:
                 missing.append(path.name)
     assert not missing
+
+
+def test_an_override_that_changes_the_experiment_drops_the_books_number():
+    path = Path(__file__).resolve().parent.parent / "configs" / "conv2_relu.yaml"
+    assert config.load(path)["reference"]["value"] == 99.23
+    assert config.load(path, ["seed=3", "backend=torch", "device=cpu"])["reference"]["value"] == 99.23
+    for change in ("training.eta=0.1", "training.epochs=1", "data.train_size=1000"):
+        assert config.load(path, [change])["reference"] is None, change

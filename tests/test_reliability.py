@@ -193,7 +193,7 @@ def test_non_finite_numbers_are_written_as_json_null(tmp_path):
 
 
 def test_a_pending_best_checkpoint_is_kept_or_dropped_by_what_last_recorded(tmp_path):
-    from nnexp.train import PENDING_BEST, LoopState, _settle_pending_best
+    from nnexp.training import PENDING_BEST, LoopState, _settle_pending_best
 
     run = Run.create(tmp_path, "pending")
     run.save_checkpoint("best", {"0.w": np.zeros(2)}, {"epoch": 3})

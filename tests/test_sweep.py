@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nnexp import sweep as sweeps
-from nnexp import train
+from nnexp import training as train
 from nnexp.cli import app
 from nnexp.data import Dataset, Split
 from nnexp.errors import ConfigError, UserError
@@ -342,3 +342,13 @@ def test_the_chapter_6_ladder_is_one_sweep_file_of_every_rung_with_the_books_num
     assert books["conv2"] == 99.06 and books["conv2_relu"] == 99.23 and books["dropout"] == 99.60
     assert all(not plan.config(p)["training"]["shuffle"] for p in plan.points)  # network3's order
     assert [p.id for p in sweeps.selected(plan, ["conv2,*"])] == ["conv2,seed=1", "conv2,seed=2", "conv2,seed=3"]
+
+
+def test_grid_points_that_change_the_experiment_carry_no_book_number():
+    path = Path(__file__).resolve().parent.parent / "configs" / "conv2_relu.yaml"
+    base = sweeps.load_base(path, [])
+    seeds_only = sweeps.grid_plan("s", {"conv2_relu": base}, {}, [1, 2])
+    assert all(seeds_only.config(p)["reference"]["value"] == 99.23 for p in seeds_only.points)
+    etas = sweeps.grid_plan("s", {"conv2_relu": base}, {"training.eta": [0.03, 0.1]}, None)
+    assert all(etas.config(p)["reference"] is None for p in etas.points)
+    assert sweeps.load_base(path, ["training.epochs=1"])["reference"] is None

@@ -14,7 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nnexp import backends, train  # noqa: E402
+from nnexp import backends  # noqa: E402
+from nnexp import training as train  # noqa: E402
 from nnexp.backends import Objective  # noqa: E402
 from nnexp.backends.torch import augment as device_augment  # noqa: E402
 from nnexp.backends.torch import model as torch_model  # noqa: E402

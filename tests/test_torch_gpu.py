@@ -109,7 +109,7 @@ def test_dropout_state_resumes_on_the_graph():
 
 @pytest.mark.skipif(not os.environ.get("NNEXP_DATA_DIR"), reason="NNEXP_DATA_DIR is not set")
 def test_tiny_training_run_on_cuda(tmp_path):
-    from nnexp import train
+    from nnexp import training as train
     from nnexp.runs import Run
 
     curves = {}

@@ -233,7 +233,7 @@ def run_config(backend: str, **training) -> dict:
 
 
 def train_run(cfg: dict, runs_dir):
-    from nnexp import train
+    from nnexp import training as train
     from nnexp.runs import Run
 
     exp = train.prepare(cfg)

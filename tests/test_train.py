@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nnexp import train
+from nnexp import training as train
 from nnexp.errors import ConfigError, RunFailed
 from nnexp.evaluate import load_run_model, run_dataset, score
 from nnexp.runs import Run

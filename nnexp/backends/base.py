@@ -1,6 +1,6 @@
 """The interface every backend implements: arrays in, arrays out.
 
-The training loop (`nnexp.train`) owns the epochs; a backend's `Model` owns what happens
+The training loop (`nnexp.training`) owns the epochs; a backend's `Model` owns what happens
 *inside* one: `train_epoch` receives the whole epoch's mini-batch index matrix, so a GPU
 backend can run it without returning to Python per step. Everything that crosses this
 boundary is NumPy: parameters, predictions, optimiser state.

@@ -49,7 +49,9 @@ class NumpyModel(Model):
             expected = self.spec.param_shapes()[name]
             if value.shape != expected:
                 raise ValueError(f"parameter {name} has shape {value.shape}, expected {expected}")
-            layer.params[key] = np.ascontiguousarray(layer.internal(key, value), dtype=self.dtype)
+            # always a copy: training updates it in place, and ascontiguousarray would hand
+            # back the caller's own array when it already has the dtype and layout
+            layer.params[key] = np.array(layer.internal(key, value), dtype=self.dtype, order="C")
 
     def get_state(self) -> dict:
         state = {f"{b}.{name}": layer.canonical(key, self.buffers[name][b])
@@ -61,8 +63,8 @@ class NumpyModel(Model):
     def set_state(self, state: dict) -> None:
         for name, (layer, key) in self.trainable.items():
             for b in self.optimizer.buffers:
-                self.buffers[name][b] = np.ascontiguousarray(
-                    layer.internal(key, np.asarray(state[f"{b}.{name}"])), dtype=self.dtype)
+                self.buffers[name][b] = np.array(  # a copy, as for parameters
+                    layer.internal(key, np.asarray(state[f"{b}.{name}"])), dtype=self.dtype, order="C")
         self.steps = int(state.get("optimizer.step", 0))
         self.rng.bit_generator.state = state["rng"]
 

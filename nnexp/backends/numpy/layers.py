@@ -118,12 +118,14 @@ class Dense(Layer):
         return dx
 
 
-def _pool_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pool_rows(z: np.ndarray, ties: str = "first") -> tuple[np.ndarray, np.ndarray]:
     """Max over the leading axis of (P, N, F), where P indexes the offsets inside a window.
 
-    Returns the maxima (N, F) and a 0/1 mask (P, N, F) marking, per window, the *first*
-    maximal offset in row-major window order. Exact ties are common (a blank patch convolves
-    to the bias everywhere), and routing the gradient to one input is what torch does.
+    Returns the maxima (N, F) and a 0/1 mask (P, N, F) marking, per window, where its
+    gradient goes: the *first* maximal offset in row-major window order, or with
+    `ties="all"` every maximal one (Theano's rule, each getting the whole gradient). Exact
+    ties are common (a blank patch convolves to the bias everywhere); routing the gradient to
+    one input is what torch does.
     """
     best = z[0].copy()
     for k in range(1, len(z)):
@@ -131,8 +133,10 @@ def _pool_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mask = np.empty_like(z)
     taken = np.zeros(best.shape, dtype=bool)
     for k in range(len(z)):
-        hit = (z[k] == best) & ~taken
-        taken |= hit
+        hit = z[k] == best
+        if ties == "first":
+            hit &= ~taken
+            taken |= hit
         mask[k] = hit
     return best, mask
 
@@ -178,7 +182,7 @@ class Conv(Layer):
         z = (self.cols @ self.params["w"]).reshape(p * p, b * hp * wp, -1)  # (p*p, B*Hp*Wp, F)
         z += self.params["b"]
         if p > 1:
-            z, self.mask = _pool_rows(z)  # (B*Hp*Wp, F)
+            z, self.mask = _pool_rows(z, self.spec.pool_ties)  # (B*Hp*Wp, F)
         self.a = activate(self.spec.activation, z.reshape(b, hp, wp, -1))  # (B, Hp, Wp, F)
         return self.a
 
@@ -239,7 +243,7 @@ class Pool(Layer):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         p = self.spec.size
         b, h, w, c = x.shape
-        self.a, self.mask = _pool_rows(_window_major(x, p).reshape(p * p, -1, c))
+        self.a, self.mask = _pool_rows(_window_major(x, p).reshape(p * p, -1, c), self.spec.pool_ties)
         self.a = self.a.reshape(b, h // p, w // p, c)
         return self.a
 

@@ -42,10 +42,10 @@ def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
         if layer.type == "conv":
             z = F.conv2d(x, params[f"{i}.w"], params[f"{i}.b"], padding=layer.pad)  # (B, F, H+2pad-k+1, ...)
             if layer.pool > 1:
-                z = F.max_pool2d(z, layer.pool)  # pooled before the activation, as network3
+                z = max_pool(z, layer.pool, layer.pool_ties)  # pooled before the activation, as network3
             x = ACTIVATIONS[layer.activation](z)
         elif layer.type == "pool":
-            x = F.max_pool2d(x, layer.size)
+            x = max_pool(x, layer.size, layer.pool_ties)
         else:  # dense, softmax
             x = x.reshape(x.shape[0], -1)  # (B, C*H*W): the portable (C, H, W) order
             if layer.dropout:
@@ -57,6 +57,19 @@ def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
                 z = torch.addmm(params[f"{i}.b"], x, params[f"{i}.w"])  # (B, n_out)
             x = torch.softmax(z, dim=1) if layer.type == "softmax" else ACTIVATIONS[layer.activation](z)
     return z, x
+
+
+def max_pool(z: torch.Tensor, p: int, ties: str = "first") -> torch.Tensor:
+    """p x p max-pooling. `ties="all"` keeps the value and sends the gradient to every
+    input that ties for its window's maximum, each the whole of it (Theano's rule; torch's
+    own goes to one): the pooled value plus a zero-valued sum over the tied inputs, whose
+    gradient is exactly that mask."""
+    pooled = F.max_pool2d(z, p)
+    if ties == "first":
+        return pooled
+    ties_mask = z.detach() == pooled.detach().repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+    zero_sum = F.avg_pool2d((z - z.detach()) * ties_mask, p) * (p * p)  # value 0, gradient: the mask
+    return pooled.detach() + zero_sum
 
 
 def _normalise(z: torch.Tensor, params: dict[str, torch.Tensor], i: int, train: bool,

@@ -84,6 +84,7 @@ class Reporter(Protocol):
 
     def epoch_started(self, epoch: int, num_batches: int) -> None: ...
     def batches_done(self, done: int) -> None: ...
+    def evaluating(self) -> None: ...  # the mini-batches are done; validation and test are scored
     def epoch_finished(self, record: dict, line: str) -> None: ...
 
 
@@ -92,6 +93,9 @@ class SilentReporter:
         pass
 
     def batches_done(self, done: int) -> None:
+        pass
+
+    def evaluating(self) -> None:
         pass
 
     def epoch_finished(self, record: dict, line: str) -> None:
@@ -166,7 +170,7 @@ def epoch_line(record: dict, epochs: int) -> str:
         parts.append(f"train {100 * record['train_accuracy']:6.2f}%")
     if "layer_speed" in record:
         parts.append("speed " + " ".join(f"{v:.3g}" for v in record["layer_speed"]))
-    parts += [f"eta {record['eta']:g}", f"{record['seconds']:.1f}s"]
+    parts += [f"η {record['eta']:g}", f"{record['seconds']:.1f}s"]
     if record.get("best"):
         parts.append("*best")
     return "  ".join(parts)
@@ -179,18 +183,22 @@ RESUMABLE_KEYS = ("training.epochs", "training.early_stopping.patience")
 
 
 def execute(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
-            deadline: float | None = None, retry_failed: bool = False) -> dict:
+            deadline: float | None = None, retry_failed: bool = False, extend: bool = False) -> dict:
     """The one entry point for a run, shared by `train`, `resume`, `search` and every sweep
     executor: a prepared trial in, the run directory `run` brought as far as it can go, and
     its summary out. Idempotent: an empty directory starts, an interrupted or killed run
     resumes from its last epoch, a completed one is returned as it is, and a diverged or
-    failed one is returned as it is unless `retry_failed`, which starts it over."""
+    failed one is returned as it is unless `retry_failed`, which starts it over. `extend`
+    continues a completed run under its config's new epochs or patience (RESUMABLE_KEYS)."""
     if not Run.is_run(run.path):
         return start(exp, run, reporter, deadline=deadline)
     summary = run.read_summary() or {}
     status = summary.get("status")
     if status == "completed":
-        return summary
+        if not extend:
+            return summary
+        _check_same_config(run, exp.config)
+        return resume(exp, run, reporter, deadline=deadline, extend=True)
     if status in ("diverged", "failed"):
         if not retry_failed:
             return summary
@@ -242,10 +250,12 @@ def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None, deadline
 
 
 def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
-           deadline: float | None = None) -> dict:
+           deadline: float | None = None, extend: bool = False) -> dict:
     """Continue `run` from its last completed epoch, exactly where it stopped: parameters,
-    optimiser buffers, every RNG stream and the loop's counters come from last.npz."""
+    optimiser buffers, every RNG stream and the loop's counters come from last.npz. With
+    `extend`, a completed run's stop is forgotten: its config's epochs and patience decide."""
     with run.lock():
+        run.remove_stale_temp_files()  # what a killed process left half-written
         run.add_resume_to_env(environment())
         if not run.checkpoint_path("last").exists():  # stopped before its first epoch ended
             run.truncate_metrics(0)
@@ -258,6 +268,8 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
         seeds.order.bit_generator.state = meta["order_rng"]
         seeds.augment.bit_generator.state = meta["augment_rng"]
         state = LoopState(**meta["loop"])
+        if extend:
+            state.stop_reason = None
         _settle_pending_best(run, state)
         run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
         run.log(f"resumed after epoch {state.epoch}")
@@ -360,6 +372,7 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             speeds = layer_speeds(exp, model, x[:speed_n], y[:speed_n]) if speed_n else None
             reporter.epoch_started(epoch, len(batches))
             model.train_epoch(x_epoch, y, batches, state.eta, reporter.batches_done)
+            reporter.evaluating()
             record = {"epoch": epoch, "eta": state.eta, **_evaluate(exp, model, x)}
             record["seconds"] = round(time.perf_counter() - started, 3)
             state.epoch, state.wall_time_s = epoch, state.wall_time_s + record["seconds"]

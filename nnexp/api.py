@@ -1,0 +1,53 @@
+"""nnexp from Python (a notebook, a script): the CLI's code path, without the CLI.
+
+    import nnexp
+    run = nnexp.train("configs/shallow.yaml", **{"training.eta": 0.5}, epochs=5)
+    run.summary["test_accuracy"], run.metrics[-1], run.path
+
+Overrides are config keys, dotted (``**{"training.eta": 0.5}``) or with ``__`` for the dots
+(``training__eta=0.5``); a bare name that is a `training.` key (``epochs=5``) means that key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished (or paused) run: its directory, summary, per-epoch metrics and config."""
+
+    path: Path
+    summary: dict
+    metrics: list[dict]
+    config: dict
+
+
+def _key(name: str) -> str:
+    from nnexp.config import SCHEMA
+
+    key = name.replace("__", ".")
+    if "." not in key and key not in SCHEMA and key in SCHEMA["training"]:
+        key = f"training.{key}"
+    return key
+
+
+def train(config: str | Path, *, runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
+          time_limit_minutes: float | None = None, **overrides: Any) -> TrainedRun:
+    """Train the network `config` describes, with `overrides`; what `nnexp train` does."""
+    import json
+    import time
+
+    from nnexp import config as configs
+    from nnexp import training
+    from nnexp.runs import Run
+
+    sets = [f"{_key(name)}={json.dumps(value)}" for name, value in overrides.items()]
+    cfg = configs.load(config, sets)
+    exp = training.prepare(cfg, data_dir=data_dir)  # every check before the run directory exists
+    run = Run.create(runs_dir, cfg["name"])
+    deadline = None if time_limit_minutes is None else time.monotonic() + 60 * time_limit_minutes
+    summary = training.execute(exp, run, deadline=deadline)
+    return TrainedRun(run.path, summary, run.read_metrics(), cfg)
