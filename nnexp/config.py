@@ -305,6 +305,8 @@ def read_yaml_file(path: str | Path, error=ConfigError) -> dict:
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config file into a dict; `name` defaults to the file's stem."""
+    if Path(path).is_dir():
+        raise ConfigError("", f"{path} is a directory, not a config file")
     if not Path(path).is_file():
         raise ConfigError("", f"config file not found: {path}")
     raw = read_yaml_file(path)
@@ -479,11 +481,16 @@ def _check_consistency(cfg: dict) -> None:
         raise ConfigError("training.cost", f"quadratic needs a dense output layer ({where})")
 
 
+NAME_LIMIT = 100  # characters: a run directory's name adds a timestamp, and file systems stop at 255 bytes
+
+
 def resolve(raw: dict) -> dict:
     """Validate a raw config dict and return the fully resolved config (defaults filled in)."""
     from nnexp.network import build_spec  # shape inference; imported here to keep import order flat
 
     cfg = _check_mapping("", SCHEMA, raw)
+    if len(cfg["name"]) > NAME_LIMIT or not cfg["name"].strip():
+        raise ConfigError("name", f"must be 1 to {NAME_LIMIT} characters, got {len(cfg['name'])}")
     cfg["model"]["layers"] = _check_layers(cfg["model"]["layers"])
     cfg["data"]["augment"] = check_augment_spec(cfg["data"]["augment"]) or None
     if cfg["reference"] is not None:

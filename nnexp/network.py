@@ -111,6 +111,9 @@ class NetworkSpec:
         return self.layers[-1].n_out
 
 
+MAX_LAYER_PARAMS = 500_000_000  # 4 GB in float64: far past the books' nets, short of a crash
+
+
 def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -> NetworkSpec:
     """Infer every layer's input and output shape; impossible shapes are ConfigErrors."""
     shape = tuple(input_shape)
@@ -149,6 +152,10 @@ def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -
             activation = "softmax" if kind == "softmax" else layer["activation"]
             specs.append(LayerSpec(i, kind, shape, out, activation=activation,
                                    dropout=layer["dropout"], batch_norm=layer.get("batch_norm", False)))
+        size = sum(prod(s) for s in specs[-1].param_shapes().values())
+        if size > MAX_LAYER_PARAMS:  # refused here, before a run directory exists
+            raise ConfigError(path, f"{size:,} parameters in one layer ({8 * size / 2**30:,.0f} GiB as "
+                                    f"float64): more than the {MAX_LAYER_PARAMS:,} nnexp allows")
         shape = out
     return NetworkSpec(tuple(input_shape), tuple(specs))
 

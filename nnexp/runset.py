@@ -101,6 +101,9 @@ def read_run(path: str | Path) -> RunRecord:
         fallback = _values_from_metrics(metrics)
         # a value that is not a number (null, or damage such as "abc") is recomputed
         values = {k: fallback[k] if _number(summary.get(k)) is None else summary[k] for k in METRICS}
+        if "best_epoch" in summary and summary["best_epoch"] is None:
+            # the run says it has no best epoch (it diverged in its first): no best figures
+            values.update(best_epoch=None, best_validation_accuracy=None, test_accuracy=None)
     values = {k: _number(v) for k, v in values.items()}
     return RunRecord(run, config, flatten(config), summary, metrics, status, values)
 
@@ -126,7 +129,9 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
 
     for pattern in map(str, patterns):
         expanded = str(Path(pattern).expanduser())
-        matches = sorted(glob.glob(expanded)) if _GLOB_CHARS & set(pattern) else [expanded]
+        # a directory whose name holds *?[ is itself, not a pattern
+        literal = Path(expanded).is_dir()
+        matches = sorted(glob.glob(expanded)) if _GLOB_CHARS & set(pattern) and not literal else [expanded]
         matches = [Path(m) for m in matches if Path(m).is_dir()]
         if not matches:
             warnings.append(f"no run directory matches {pattern}")

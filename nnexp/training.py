@@ -257,11 +257,19 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
     with run.lock():
         run.remove_stale_temp_files()  # what a killed process left half-written
         run.add_resume_to_env(environment())
-        if not run.checkpoint_path("last").exists():  # stopped before its first epoch ended
+        if not run.checkpoint_path("last").exists():
+            done = run.read_metrics(strict=False)
+            if done:  # a history without its checkpoint: never discard it silently
+                raise RunDirError(f"{run.path} has {len(done)} epochs in metrics.jsonl but no "
+                                  f"checkpoints/last.npz to continue them from; restore that file, "
+                                  f"or train anew")
+            # stopped before its first epoch ended: nothing to lose
+            run.checkpoint_path("last").parent.mkdir(exist_ok=True)
             run.truncate_metrics(0)
             run.log("resumed before the first epoch completed: starting over")
             return _from_scratch(exp, run, reporter, deadline)
         params, meta, arrays = run.load_checkpoint("last")
+        _check_checkpoint(run, exp, params, meta)
         seeds = Seeds.from_seed(exp.config["seed"])
         model = build_model(exp, params, seeds)
         model.set_state({**arrays, **meta["model_state"]})
@@ -274,6 +282,26 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
         run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
         run.log(f"resumed after epoch {state.epoch}")
         return _loop(exp, run, model, state, seeds, reporter or SilentReporter(), deadline)
+
+
+def _check_checkpoint(run: Run, exp: Experiment, params: dict, meta: dict) -> None:
+    """last.npz must be the network config.yaml describes: a config edited after the run
+    started would continue one network as another (another width, another activation)."""
+    for name, shape in exp.spec.param_shapes().items():
+        if name not in params or tuple(params[name].shape) != tuple(shape):
+            raise RunDirError(f"{run.checkpoint_path('last')} does not match {run.path / 'config.yaml'} "
+                              f"(parameter {name}); was the config edited after the run started?")
+    saved = meta.get("config")
+    if isinstance(saved, dict):  # checkpoints before this check carry no config
+        from nnexp.runset import flatten
+
+        then, now = flatten(saved), flatten(exp.config)
+        for key in sorted(set(then) | set(now)):
+            if key in RESUMABLE_KEYS or key == "name" or key.startswith("reference"):
+                continue
+            if then.get(key) != now.get(key):
+                raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now.get(key)!r}, but the "
+                                  f"run was trained with {then.get(key)!r}; a run resumes under its own config")
 
 
 def _settle_pending_best(run: Run, state: LoopState) -> None:
@@ -334,11 +362,12 @@ def _summary(exp: Experiment, run: Run, state: LoopState, status: str) -> dict:
     }
 
 
-def _save_last(run: Run, model: Model, state: LoopState, seeds: Seeds) -> None:
-    # The model's state is arrays (optimiser buffers) plus JSON-able values (RNG states).
+def _save_last(run: Run, model: Model, state: LoopState, seeds: Seeds, config: dict) -> None:
+    # The model's state is arrays (optimiser buffers) plus JSON-able values (RNG states);
+    # the config trained with goes along, for resume to check config.yaml against.
     model_state = model.get_state()
     arrays = {k: v for k, v in model_state.items() if isinstance(v, np.ndarray)}
-    meta = {"epoch": state.epoch, "loop": asdict(state),
+    meta = {"epoch": state.epoch, "loop": asdict(state), "config": config,
             "model_state": {k: v for k, v in model_state.items() if k not in arrays},
             "order_rng": seeds.order.bit_generator.state,
             "augment_rng": seeds.augment.bit_generator.state}
@@ -408,7 +437,7 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
 
             line = epoch_line(record, tr["epochs"])
             run.append_metrics(record)  # before the checkpoint: resume trims any excess
-            _save_last(run, model, state, seeds)
+            _save_last(run, model, state, seeds, exp.config)
             saved, last_seconds = replace(state), record["seconds"]
             if record["best"]:
                 run.promote_checkpoint(PENDING_BEST, "best")

@@ -391,3 +391,84 @@ def test_numpy_build_copies_the_callers_float64_arrays():
         model.set_state(state)
         model.train_epoch(x, y, np.arange(20).reshape(2, 10), eta=0.5)
         assert all(np.array_equal(state[k], velocity[k]) for k in velocity), "set_state copies too"
+
+
+# --- run directories that must not be continued as something else -------------------------------
+
+
+def _synthetic_run(tmp_path, **training):
+    from nnexp import training as train
+    from nnexp.data import Dataset, Split
+
+    from conftest import make_config
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, size=n))
+
+    data = Dataset("synthetic", split(100), split(20), split(20), 10, {})
+    cfg = make_config(training={"epochs": 2, "eta": 0.5, **training})
+    run = Run.at(tmp_path / "run")
+    summary = train.execute(train.prepare(cfg, dataset=data), run)
+    run.write_summary({**summary, "status": "interrupted"})
+    return train, cfg, data, run
+
+
+def test_a_history_without_last_npz_is_refused_not_restarted(tmp_path):
+    train, cfg, data, run = _synthetic_run(tmp_path)
+    run.checkpoint_path("last").unlink()
+    before = (run.path / "metrics.jsonl").read_text()
+    with pytest.raises(RunDirError, match="has 2 epochs in metrics.jsonl but no checkpoints/last.npz"):
+        train.execute(train.prepare(cfg, dataset=data), run)
+    assert (run.path / "metrics.jsonl").read_text() == before  # nothing discarded
+
+
+def test_resume_refuses_a_config_edited_after_the_run_started(tmp_path):
+    import yaml
+
+    from conftest import make_config
+
+    train, cfg, data, run = _synthetic_run(tmp_path)
+    for change, words in [({"activation": "relu"}, "model.layers.0.activation = 'relu'"),
+                          ({"units": 20}, "parameter 0.w")]:
+        edited = make_config(layers=[{"type": "dense", "units": 30, "activation": "sigmoid", **change},
+                                     {"type": "softmax", "units": 10}], training={"epochs": 3, "eta": 0.5})
+        (run.path / "config.yaml").write_text(yaml.safe_dump(edited))
+        with pytest.raises(RunDirError, match=words.replace(".", r"\.")):
+            train.resume(train.prepare(edited, dataset=data), run)
+
+
+def test_compare_shows_no_best_figures_for_a_run_with_no_best_epoch(tmp_path):
+    from runfactory import make_run
+
+    from nnexp import compare as cmp
+
+    run = make_run(tmp_path, "nan", val=[0.5], status="diverged")
+    summary = json.loads((run.path / "summary.json").read_text())
+    (run.path / "summary.json").write_text(json.dumps({**summary, "best_epoch": None}))
+    (row,) = cmp.compare([tmp_path])[0].rows
+    assert row.stat("best_validation_accuracy") is None and row.stat("test_accuracy") is None
+
+
+def test_long_names_huge_layers_directories_and_glob_characters_are_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from nnexp.cli import app
+
+    runner = CliRunner()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {layers: [{type: dense, units: 30}, {type: softmax, units: 10}]}\n")
+    for args, words in [(["name=" + "x" * 400], "name: must be 1 to 100 characters"),
+                        (["model.layers.0.units=1000000000000"], "model.layers.0: 785,000,000,000,000 parameters")]:
+        result = runner.invoke(app, ["train", str(cfg), *args, "--runs-dir", str(tmp_path / "runs")])
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert not (tmp_path / "runs").exists()
+    result = runner.invoke(app, ["show-config", str(tmp_path)])
+    assert result.exit_code == 2 and "is a directory, not a config file" in result.output
+    from runfactory import make_run
+
+    odd = tmp_path / "runs[1]*"
+    make_run(odd, "a")
+    result = runner.invoke(app, ["compare", str(odd), "-f", "csv"])
+    assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 2

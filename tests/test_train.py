@@ -181,10 +181,10 @@ def test_ctrl_c_between_metrics_and_checkpoint_claims_only_the_saved_epoch(tmp_p
     cfg = make_config(data={"train_size": 1000}, training={"epochs": 3, "eta": 0.5})
     save_last = train._save_last
 
-    def interrupted_at_epoch_2(run, model, state, seeds):
+    def interrupted_at_epoch_2(run, model, state, seeds, config):
         if state.epoch == 2:
             raise KeyboardInterrupt
-        save_last(run, model, state, seeds)
+        save_last(run, model, state, seeds, config)
 
     monkeypatch.setattr(train, "_save_last", interrupted_at_epoch_2)
     exp = train.prepare(cfg)
