@@ -5,10 +5,19 @@ feeds it a few random images, and for a sample of every parameter's entries comp
 dC/dθ from `loss_and_grads` with (C(θ+ε) - C(θ-ε)) / 2ε. Dropout masks are held fixed
 between the two evaluations by reseeding them.
 
-ReLU and max-pooling have kinks: where an input sits within EPS of one, the central
-difference averages two slopes and disagrees with a correct gradient. Such an entry shows
-itself by matching one of the one-sided differences instead; it is counted as a kink and left
-out of the worst error. A wrong gradient matches neither side.
+Three things make a correct gradient look wrong, and each is told apart from a wrong one:
+
+- ReLU and max-pooling have kinks: where an input sits within EPS of one, the central
+  difference averages two slopes. Such an entry matches one of the one-sided differences,
+  or the central difference at a step 100 or 10,000 times smaller, which crosses none (in
+  a deep ReLU net with a tiny initialisation, pre-activations of 1e-6 sit everywhere).
+- Steep curvature (batch norm over three images): the step's truncation error, gone at the
+  smaller step too. Entries resolved either way are counted as `kinks` and left out.
+- Rounding: C(θ±ε) is only known to about 1e-16·|C|, so the difference of two costs carries
+  noise of ~1e-16·|C|/ε. A cost of 6·10⁴ (λ 5 with the large initialisation) swamps a
+  gradient of 1e-7 that way. Differences below that noise floor (NOISE times it) pass.
+
+A wrong gradient (a wrong factor, a dropped term) fails at every step and above the floor.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ EPS = 1e-5
 DENOMINATOR_FLOOR = 1e-6
 TOLERANCE = 1e-4
 KINK_MATCH = 1e-3  # one-sided differences carry an O(EPS) truncation error: a looser match
+SMALL_STEPS = (1e-2, 1e-4)  # the further tries' steps, relative to EPS: below the next kink
+NOISE = 16  # the noise floor in units of float64's rounding of the cost, per step
+MEANINGFUL = 1e-2  # a smaller step is tried only while its noise floor stays this far below |gradient|
 
 
 @dataclass(frozen=True)
@@ -57,34 +69,57 @@ def check_model(model: Model, params: dict[str, np.ndarray], x: np.ndarray, y: n
     model.set_params(params)
     base, grads = model.loss_and_grads(x, y, dropout_seed)
     results = []
+
+    def cost_at(flat, i, value):
+        old = flat[i]
+        flat[i] = value
+        model.set_params(params)
+        cost, _ = model.loss_and_grads(x, y, dropout_seed)
+        flat[i] = old
+        return cost
+
     for name in grads:  # the trainable parameters (batch-norm statistics have no gradient)
         flat = params[name].reshape(-1)
         count = flat.size if max_entries is None else min(flat.size, max_entries)
         entries = rng.choice(flat.size, size=count, replace=False)
-        plus_minus = np.empty((count, 2))
-        for j, i in enumerate(entries):
-            old = flat[i]
-            flat[i] = old + EPS
-            model.set_params(params)
-            plus, _ = model.loss_and_grads(x, y, dropout_seed)
-            flat[i] = old - EPS
-            model.set_params(params)
-            minus, _ = model.loss_and_grads(x, y, dropout_seed)
-            flat[i] = old
-            plus_minus[j] = plus, minus
+        plus_minus = np.array([(cost_at(flat, i, flat[i] + EPS), cost_at(flat, i, flat[i] - EPS))
+                               for i in entries]).reshape(count, 2)
         model.set_params(params)
         analytic = grads[name].reshape(-1)[entries]
         plus, minus = plus_minus.T
         numeric = (plus - minus) / (2 * EPS)
-        errors = relative_error(analytic, numeric)
+        errors = _errors(analytic, numeric, np.maximum(np.abs(plus), np.abs(minus)), EPS)
         one_sided = np.minimum(relative_error(analytic, (plus - base) / EPS),
                                relative_error(analytic, (base - minus) / EPS))
         kink = (errors > TOLERANCE) & (one_sided <= KINK_MATCH)
+        for j in np.flatnonzero((errors > TOLERANCE) & ~kink):  # more tries, at smaller steps
+            for step in (EPS * f for f in SMALL_STEPS):
+                i, a = entries[j], analytic[j:j + 1]
+                if _noise(base, step) > MEANINGFUL * abs(a[0]):
+                    break  # at this step the costs' rounding would hide a wrong gradient too
+                up, down = cost_at(flat, i, flat[i] + step), cost_at(flat, i, flat[i] - step)
+                central = _errors(a, np.array([(up - down) / (2 * step)]), np.array([max(abs(up), abs(down))]), step)
+                sided = min(relative_error(a, np.array([(up - base) / step]))[0],
+                            relative_error(a, np.array([(base - down) / step]))[0])
+                if central[0] <= TOLERANCE or sided <= KINK_MATCH:  # an input exactly at a kink: one side
+                    kink[j] = True
+                    break
+        model.set_params(params)
         errors = np.where(kink, 0.0, errors)
         k = int(np.argmax(errors))
         results.append(ParamCheck(name, params[name].shape, count, float(errors[k]),
                                   float(analytic[k]), float(numeric[k]), int(kink.sum())))
     return results
+
+
+def _noise(cost, step: float):
+    """How far rounding the costs to float64 can move a difference quotient at this step."""
+    return NOISE * np.finfo(np.float64).eps * np.maximum(np.abs(cost), 1.0) / step
+
+
+def _errors(analytic: np.ndarray, numeric: np.ndarray, cost: np.ndarray, step: float) -> np.ndarray:
+    """Relative errors, zero where the difference is within the rounding noise of the costs."""
+    return np.where(np.abs(analytic - numeric) <= _noise(cost, step), 0.0, relative_error(analytic, numeric))
 
 
 def gradcheck(cfg: dict, *, examples: int = 3, max_entries: int | None = 30,

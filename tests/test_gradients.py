@@ -7,6 +7,8 @@ both L2 forms and dropout with a fixed mask.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -192,3 +194,35 @@ def test_gradcheck_entry_point_on_the_chapter6_architecture():
     spec, results = gradcheck(cfg, examples=2, max_entries=8)
     assert [r.name for r in results] == list(spec.param_shapes())
     assert all(r.ok for r in results), [(r.name, r.worst_relative_error) for r in results]
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+SHIPPED = sorted(p for p in CONFIG_DIR.glob("*.yaml") if "\nconfig:" not in p.read_text())  # not sweep files
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_gradcheck_passes_every_shipped_config(path, backend):
+    """No false alarms: large costs (λ 5 with the large init), tiny pre-activations (a deep
+    ReLU net started at std 0.01), batch norm over three images all pass as correct."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from nnexp import config as configs
+
+    cfg = configs.load(path, [f"backend={backend}", "device=cpu"])
+    _, results = gradcheck(cfg, examples=2, max_entries=2)
+    assert all(r.ok for r in results), [(r.name, r.worst_relative_error, r.worst_analytic, r.worst_numeric)
+                                        for r in results if not r.ok]
+
+
+def test_a_wrong_gradient_fails_even_beside_a_huge_cost(monkeypatch):
+    """The noise floor scales with the cost, not past a real mistake: λ 5 with the large
+    initialisation (a cost near 10⁴) and the dense bias gradient 10% too large still fails."""
+    spec = build_spec(_check_layers([dense(30), softmax()]), SHAPE)
+    rng = np.random.default_rng(3)
+    params = init_params(spec, "large", rng)
+    model = backends.get("numpy").build(spec, params, Objective("log-likelihood", 5.0), dtype="float64")
+    x, y = rng.random((3, *SHAPE)), rng.integers(0, spec.num_classes, size=3)
+    assert all(r.ok for r in check_model(model, params, x, y, rng, max_entries=20))
+    scale_dense_bias_gradients(monkeypatch, 1.1)
+    assert not {r.name: r for r in check_model(model, params, x, y, rng, max_entries=20)}["0.b"].ok
