@@ -517,7 +517,12 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
         if key not in training.RESUMABLE_KEYS:
             raise ConfigError(key, f"cannot change when resuming (it would change what the run has "
                                    f"already done); only {' and '.join(training.RESUMABLE_KEYS)} can")
-    cfg = config.resolve(config.apply_overrides(stored, set_ or []))
+    # extended past the book's setting, the run is no longer the book's experiment
+    cfg = config.resolve(config.apply_experiment_overrides(stored, set_ or []))
+    done = summary.get("epochs_run")
+    if set_ and isinstance(done, int) and cfg["training"]["epochs"] < done:
+        raise ConfigError("training.epochs", f"the run has already trained {done} epochs; "
+                                             f"a run can be extended, not shortened")
     extend = summary.get("status") == "completed"
     if extend and cfg == config.resolve(stored):
         err.print(f"{run.path} already completed ({summary.get('stop_reason')}); nothing to do "
@@ -531,8 +536,8 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
     if set_:
         run.write_config(cfg)  # the run's record now says how far it is meant to go
         run.log(f"extended: {', '.join(set_)}")
-    _train_and_report(functools.partial(training.execute, deadline=_deadline(time_limit), extend=extend),
-                      exp, run)
+    _train_and_report(functools.partial(training.execute, deadline=_deadline(time_limit), extend=extend,
+                                        continue_failed=True), exp, run)
 
 
 @command("show-config")

@@ -214,8 +214,18 @@ def _init_worker(events) -> None:
     _events = events
 
 
+_stopping = False  # this worker saw Ctrl-C: the tasks still queued to it end at once
+
+
 def _pooled_task(task: Task) -> Outcome:
-    return run_task(task, _events.put)
+    global _stopping
+    if _stopping:
+        return Outcome(task.point, "interrupted", None, "not started: the sweep was interrupted")
+    try:
+        return run_task(task, _events.put)
+    except KeyboardInterrupt:  # the run directory says interrupted; so does the outcome
+        _stopping = True
+        return Outcome(task.point, "interrupted", None, "interrupted")
 
 
 class LocalPool:
@@ -246,16 +256,24 @@ class LocalPool:
                 max_workers=min(self.jobs, len(tasks)) or 1, mp_context=context,
                 initializer=_init_worker, initargs=(events,)) as pool:
             pending = {pool.submit(_pooled_task, task): task for task in tasks}
-            while pending:
-                done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            try:
+                while pending:
+                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    drain()
+                    for future in done:
+                        task = pending.pop(future)
+                        try:
+                            result = future.result()
+                        except Exception as exc:  # noqa: BLE001 - a worker process died (out of memory, killed)
+                            # "lost", not "failed": its run directory decides, and it resumes next time
+                            result = Outcome(task.point, "lost", None, f"worker lost: {type(exc).__name__}")
+                        drain()
+                        on_event(("finished", task.point, result))
+            except KeyboardInterrupt:
+                # the workers got Ctrl-C too: they end their points as interrupted and skip the rest
+                pool.shutdown(wait=True, cancel_futures=True)
                 drain()
-                for future in done:
-                    task = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # noqa: BLE001 - the worker process died
-                        result = Outcome(task.point, "failed", None, f"worker lost: {type(exc).__name__}: {exc}")
-                    on_event(("finished", task.point, result))
+                raise
         events.close()
 
 
@@ -279,7 +297,10 @@ def unpack_dir(data: bytes, path: Path) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(fresh, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and paths out of `fresh`
+            tar.extractall(fresh, filter="data")
+        else:
+            tar.extractall(fresh)  # noqa: S202 - archives nnexp itself packed
     old = path.with_name(f".{path.name}.old")
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)

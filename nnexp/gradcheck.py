@@ -17,7 +17,10 @@ Three things make a correct gradient look wrong, and each is told apart from a w
   noise of ~1e-16·|C|/ε. A cost of 6·10⁴ (λ 5 with the large initialisation) swamps a
   gradient of 1e-7 that way. Differences below that noise floor (NOISE times it) pass.
 
-A wrong gradient (a wrong factor, a dropped term) fails at every step and above the floor.
+A wrong gradient (a wrong factor, a dropped term) fails: at the first step to TOLERANCE; at
+the smaller steps, tried only while their noise floor stays below 1% of the gradient, to about
+that 1%. So an entry resolved at a smaller step is verified less tightly than the others, and
+is counted apart (`kinks`).
 """
 
 from __future__ import annotations

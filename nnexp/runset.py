@@ -139,7 +139,14 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
             if Run.is_run(path):
                 add(path)
                 continue
-            children = sorted(p for p in path.iterdir() if p.is_dir() and Run.is_run(p))
+            # a folder of runs, a sweep directory, or a folder of those; never hidden ones
+            # (a sweep's runs being replaced, or kept aside as damaged)
+            children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                              and Run.is_run(p))
+            children += sorted(c for sub in sorted(path.iterdir())
+                               if sub.is_dir() and not sub.name.startswith(".") and (sub / "sweep.json").is_file()
+                               for c in sub.iterdir()
+                               if c.is_dir() and not c.name.startswith(".") and Run.is_run(c))
             if not children:
                 warnings.append(f"{path} is not a run directory and holds none")
             for child in children:

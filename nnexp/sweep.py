@@ -205,10 +205,15 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
             raise ConfigError(str(key), f"unknown key in the sweep file {path}; valid keys: "
                               f"{', '.join(SWEEP_FILE_KEYS)}")
     sources = raw["config"] if isinstance(raw["config"], list) else [raw["config"]]
+    if not sources:
+        raise ConfigError("config", "lists no config")
     file_sets = raw.get("set") or {}
     if not isinstance(file_sets, dict):
         raise ConfigError("set", "expected a mapping of config keys to values")
-    all_sets = overrides(file_sets) + sets
+    from nnexp.runset import flatten
+
+    # `set: {training: {epochs: 5}}` means training.epochs, not a new training section
+    all_sets = overrides(flatten(file_sets)) + sets
     bases: dict[str, dict] = {}
     for i, source in enumerate(sources):
         where = f"config.{i}" if isinstance(raw["config"], list) else "config"
@@ -363,31 +368,39 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
         status = before[point.id] = sweep.point_status(point)
         if status == DONE or (status in NOT_RETRIED and not retry_failed):
             continue
-        if status == "damaged":
-            Run(sweep.run_path(point)).clear()
+        if status == "damaged":  # kept aside, never deleted: the point starts afresh
+            path = sweep.run_path(point)
+            path.rename(path.with_name(f".damaged-{datetime.now():%Y%m%d-%H%M%S}-{path.name}"))
         todo.append(Task(point.id, configs[point.id], str(sweep.run_path(point)),
                          str(data_dir) if data_dir else None, retry_failed, threads))
     return todo, before
 
 
 def run(sweep: SweepDir, executor, todo: list, on_event=None) -> dict[str, str]:
-    """Run `todo` on `executor`, keeping the manifest's statuses current; returns them."""
+    """Run `todo` on `executor`, keeping the manifest's statuses current; returns them. One
+    process runs a sweep at a time: a second is refused, as a second trainer of a run is."""
+    finished: set[str] = set()
+
     def handle(event):
         kind, point, payload = event
+        if point in finished:  # a worker's late "started" or "epoch" after its outcome
+            return
         if kind == "started":
             sweep.status[point] = "running"
             sweep.save()
         elif kind == "finished":
+            finished.add(point)
             sweep.status[point] = payload.status
             sweep.save()
         if on_event is not None:
             on_event(event)
 
-    try:
-        executor.run(todo, handle)
-    finally:  # an interruption too: record what the run directories say now
-        for point in sweep.plan.points:
-            if sweep.status.get(point.id) in ("running", "pending"):
-                sweep.status[point.id] = sweep.point_status(point)
-        sweep.save()
+    with Run(sweep.path).lock():
+        try:
+            executor.run(todo, handle)
+        finally:  # an interruption too: record what the run directories say now
+            for point in sweep.plan.points:
+                if sweep.status.get(point.id) in ("running", "pending", "lost", "interrupted"):
+                    sweep.status[point.id] = sweep.point_status(point)
+            sweep.save()
     return dict(sweep.status)

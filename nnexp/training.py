@@ -183,13 +183,15 @@ RESUMABLE_KEYS = ("training.epochs", "training.early_stopping.patience")
 
 
 def execute(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
-            deadline: float | None = None, retry_failed: bool = False, extend: bool = False) -> dict:
+            deadline: float | None = None, retry_failed: bool = False, extend: bool = False,
+            continue_failed: bool = False) -> dict:
     """The one entry point for a run, shared by `train`, `resume`, `search` and every sweep
     executor: a prepared trial in, the run directory `run` brought as far as it can go, and
     its summary out. Idempotent: an empty directory starts, an interrupted or killed run
     resumes from its last epoch, a completed one is returned as it is, and a diverged or
     failed one is returned as it is unless `retry_failed`, which starts it over. `extend`
-    continues a completed run under its config's new epochs or patience (RESUMABLE_KEYS)."""
+    continues a completed run under its config's new epochs or patience (RESUMABLE_KEYS);
+    `continue_failed` resumes a failed run (one a full disk stopped) from its last epoch."""
     if not Run.is_run(run.path):
         return start(exp, run, reporter, deadline=deadline)
     summary = run.read_summary() or {}
@@ -199,10 +201,14 @@ def execute(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
             return summary
         _check_same_config(run, exp.config)
         return resume(exp, run, reporter, deadline=deadline, extend=True)
+    if status == "failed" and continue_failed and run.checkpoint_path("last").exists():
+        _check_same_config(run, exp.config)
+        return resume(exp, run, reporter, deadline=deadline)
     if status in ("diverged", "failed"):
         if not retry_failed:
             return summary
-        run.clear()
+        with run.lock():  # no other process is training it while it is cleared
+            run.clear()
         return start(exp, run, reporter, deadline=deadline)
     _check_same_config(run, exp.config)
     return resume(exp, run, reporter, deadline=deadline)
@@ -384,7 +390,9 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
     speed_n = tr["monitor_layer_speed"]
     run.write_summary(_summary(exp, run, state, "running"))
     saved = replace(state)  # the state last.npz holds: what an interruption may claim
-    last_seconds = 0.0  # the last epoch's duration: the estimate of the next one's
+    # the last epoch's duration, the estimate of the next one's (a resumed run's from its record)
+    done = run.read_metrics(strict=False) if state.epoch else []
+    last_seconds = float(done[-1].get("seconds", 0.0)) if done else 0.0
     try:
         while state.epoch < tr["epochs"] and state.stop_reason is None:
             if deadline is not None and time.monotonic() + last_seconds > deadline:

@@ -352,3 +352,74 @@ def test_grid_points_that_change_the_experiment_carry_no_book_number():
     etas = sweeps.grid_plan("s", {"conv2_relu": base}, {"training.eta": [0.03, 0.1]}, None)
     assert all(etas.config(p)["reference"] is None for p in etas.points)
     assert sweeps.load_base(path, ["training.epochs=1"])["reference"] is None
+
+
+# --- review fixes: sweep files, one process per sweep, Ctrl-C, resume of a failed run ------------
+
+
+def test_a_nested_set_in_a_sweep_file_sets_keys_not_sections(tmp_path):
+    write_tiny(tmp_path, eta=0.3)
+    path = tmp_path / "nested.yaml"
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "set": {"training": {"epochs": 5}}}))
+    cfg = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None).config(
+        sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None).points[0])
+    assert cfg["training"]["epochs"] == 5 and cfg["training"]["eta"] == 0.3
+    path.write_text(yaml.safe_dump({"config": []}))
+    with pytest.raises(ConfigError, match="config: lists no config"):
+        sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+
+
+@needs_mnist
+def test_one_process_runs_a_sweep_at_a_time_and_compare_finds_sweeps_in_a_folder(tmp_path):
+    config = write_tiny(tmp_path)
+    runs = tmp_path / "runs"
+    assert cli("sweep", config, "--seeds", "2", "--jobs", "1", "--runs-dir", runs).exit_code == 0
+    made = sweep_dir_of(runs)
+    with Run(made).lock():
+        busy = cli("sweep", made, "--jobs", "1")
+    assert busy.exit_code == 2 and "another process" in busy.output
+    table = cli("compare", runs, "-f", "csv", "--no-group")  # the folder holding the sweep
+    assert table.exit_code == 0 and len(table.stdout.strip().splitlines()) == 3
+
+
+@needs_mnist
+def test_ctrl_c_stops_a_parallel_sweep_at_once_and_it_resumes(tmp_path):
+    config = write_tiny(tmp_path, epochs=40)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "nnexp", "sweep", str(config), "--seeds", "6",
+                             "--set", "data.train_size=2000", "--jobs", "2", "--runs-dir", str(runs)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            len(Run(p).read_metrics()) >= 1 for p in runs.glob("*/seed=*")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole group
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
+    made = sweep_dir_of(runs)
+    started = [p for p in made.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    assert len(started) <= 3  # the two running points, no new ones after Ctrl-C
+    for point in started:
+        assert json.loads((point / "summary.json").read_text())["status"] == "interrupted"
+    manifest = json.loads((made / "sweep.json").read_text())
+    assert "running" not in {p["status"] for p in manifest["points"]}
+
+
+@needs_mnist
+def test_resume_continues_a_failed_run_and_refuses_to_shorten_one(tmp_path):
+    runner = CliRunner()
+    run_dir = runner.invoke(app, ["train", str(write_tiny(tmp_path)), "--runs-dir", str(tmp_path / "r")]).stdout.strip()
+    run = Run(run_dir)
+    summary = json.loads((run.path / "summary.json").read_text())
+    run.write_summary({**summary, "status": "failed"})  # as a full disk leaves it
+    shorter = runner.invoke(app, ["resume", run_dir, "--set", "training.epochs=1"])
+    assert shorter.exit_code == 2 and "can be extended, not shortened" in shorter.output
+    again = runner.invoke(app, ["resume", run_dir, "--set", "training.epochs=3"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((run.path / "summary.json").read_text())["status"] == "completed"
+    assert len(run.read_metrics()) == 3
