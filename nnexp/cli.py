@@ -120,6 +120,15 @@ def _assignments(items: list[str] | None) -> list[str]:
     return list(items or [])
 
 
+def _users_path(filename) -> str:
+    """The path the user asked for, not the temporary file nnexp was writing it through."""
+    from nnexp.fileio import temporary_target
+
+    path = Path(str(filename))
+    target = temporary_target(path.name)
+    return str(path.with_name(target)) if target else str(path)
+
+
 def command(*args, **kwargs):
     """`app.command`, plus the one place where domain errors become messages and exit codes."""
 
@@ -135,7 +144,7 @@ def command(*args, **kwargs):
                 err.print("interrupted")
                 raise typer.Exit(130) from None
             except OSError as exc:  # the environment failed us (disk full, permissions)
-                where = f": {exc.filename}" if exc.filename else ""
+                where = f": {_users_path(exc.filename)}" if exc.filename else ""
                 err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}", markup=True)
                 raise typer.Exit(1) from None
 

@@ -81,3 +81,10 @@ def test_square_brackets_in_paths_and_values_print_as_they_are(tmp_path):
     assert missing.exit_code == 2 and "[/]nope.yaml" in missing.output and "Traceback" not in missing.output
     value = runner.invoke(app, ["show-config", str(write(tmp_path)), "--set", "training.cost=[bold]x"])
     assert value.exit_code == 2 and "[bold]x" in value.output
+
+
+def test_errors_name_the_users_file_not_the_temporary_one_written_through():
+    from nnexp.cli import _users_path
+
+    assert _users_path("/out/.expanded.npz.4242.0a1b2c3d.tmp") == "/out/expanded.npz"
+    assert _users_path("/out/plain.npz") == "/out/plain.npz"
