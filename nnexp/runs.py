@@ -285,6 +285,22 @@ class Run:
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.path / "summary.json", to_json(summary))
 
+    def overwrite_summary_in_place(self, summary: dict) -> None:
+        """The last resort on a full disk, where no new file fits: rewrite summary.json's own
+        blocks. A reader may catch it half-written, which beats a status that says running
+        forever. When the whole summary does not fit the old file, its status alone does."""
+        path = self.path / "summary.json"
+        try:
+            size = path.stat().st_size
+            full = to_json(summary, indent=None).encode("utf-8")
+            brief = to_json({"status": summary["status"], "epochs_run": summary.get("epochs_run")},
+                            indent=None).encode("utf-8")
+            data = full if len(full) <= size else brief
+            with open(path, "r+b") as f:
+                f.write(data)
+                f.truncate(len(data))
+        except OSError:
+            pass  # nothing more can be done on this disk; the run shows as killed, and resumes
     def read_summary(self) -> dict | None:
         """The summary, or None if the run never got far enough to write one; a damaged one
         (not JSON, or not a JSON object) is a RunDirError naming the file."""

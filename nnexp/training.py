@@ -461,8 +461,12 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
     except RunFailed:
         raise
     except Exception as exc:  # a bug or an environment failure (disk full): say so on disk too
-        run.write_summary(_summary(exp, run, state, "failed"))
-        run.log(f"failed during epoch {state.epoch + 1}: {type(exc).__name__}: {exc}")
+        failed = _summary(exp, run, saved, "failed")
+        try:
+            run.write_summary(failed)
+            run.log(f"failed during epoch {state.epoch + 1}: {type(exc).__name__}: {exc}")
+        except OSError:  # the disk is full: no room for a new file, but the old one can be reused
+            run.overwrite_summary_in_place(failed)
         raise
     state.stop_reason = state.stop_reason or "epochs"
     summary = _summary(exp, run, state, "completed")

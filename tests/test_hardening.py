@@ -472,3 +472,30 @@ def test_long_names_huge_layers_directories_and_glob_characters_are_one_line_err
     make_run(odd, "a")
     result = runner.invoke(app, ["compare", str(odd), "-f", "csv"])
     assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 2
+
+
+def test_a_full_disk_still_leaves_the_run_marked_failed(tmp_path, monkeypatch):
+    import errno
+
+    from nnexp import runs as runs_mod
+    from nnexp import training as train
+
+    _, cfg, data, run = _synthetic_run(tmp_path)
+    real = runs_mod.atomic_write_text
+
+    def no_space(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk(path, text):  # from the failed summary on, no new file fits
+        if '"failed"' in text:
+            no_space()
+        real(path, text)
+
+    monkeypatch.setattr(runs_mod, "atomic_write_text", full_disk)
+    monkeypatch.setattr(runs_mod.Run, "append_metrics", no_space)  # epoch 3's record: the disk is full
+    longer = {**cfg, "training": {**cfg["training"], "epochs": 3}}
+    with pytest.raises(OSError):
+        train.execute(train.prepare(longer, dataset=data), run, extend=False)
+    monkeypatch.undo()
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["epochs_run"] == 2
