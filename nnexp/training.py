@@ -265,7 +265,10 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
         run.add_resume_to_env(environment())
         if not run.checkpoint_path("last").exists():
             done = run.read_metrics(strict=False)
-            if done:  # a history without its checkpoint: never discard it silently
+            # a kill between an epoch's record and its checkpoint leaves one record more than
+            # last.npz holds (the first epoch's, here); more is a history without its checkpoint,
+            # never to be discarded silently
+            if len(done) > 1:
                 raise RunDirError(f"{run.path} has {len(done)} epochs in metrics.jsonl but no "
                                   f"checkpoints/last.npz to continue them from; restore that file, "
                                   f"or train anew")

@@ -499,3 +499,13 @@ def test_a_full_disk_still_leaves_the_run_marked_failed(tmp_path, monkeypatch):
     monkeypatch.undo()
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["epochs_run"] == 2
+
+
+def test_a_kill_before_the_first_checkpoint_starts_over(tmp_path):
+    """The record of epoch 1 is written before last.npz: a kill between the two leaves one
+    record and no checkpoint, which resume must take as a fresh start, not as lost history."""
+    train, cfg, data, run = _synthetic_run(tmp_path)
+    run.checkpoint_path("last").unlink()
+    run.truncate_metrics(1)
+    summary = train.execute(train.prepare(cfg, dataset=data), run)
+    assert summary["status"] == "completed" and len(run.read_metrics()) == 2
