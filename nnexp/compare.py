@@ -295,14 +295,21 @@ def _label_rows(comparison: Comparison) -> None:
     short = short_names(keys)
     arch = any(_is_arch(k) for k in comparison.keys)
     names = [str(row.runs[0].config.get("name") or row.runs[0].name) for row in comparison.rows]
-    # the same config with other layers: the layer keys that differ say how
-    layer_keys = [k for k in comparison.keys if _is_arch(k)] if len(set(names)) < len(names) else []
+    if arch and len(set(names)) < len(names):
+        # networks of one name: the name and what else differs, else the layer keys that differ
+        with_parts = [", ".join([n, *(f"{short[k]} {config_cell(r.config_value(k))}" for k in keys)])
+                      for n, r in zip(names, comparison.rows)]
+        layer_keys = [] if len(set(with_parts)) == len(with_parts) else [k for k in comparison.keys if _is_arch(k)]
+    else:
+        with_parts, layer_keys = None, []
     texts = []
-    for row, name in zip(comparison.rows, names):
+    for i, (row, name) in enumerate(zip(comparison.rows, names)):
         parts = [f"{short[k]} {config_cell(row.config_value(k))}" for k in keys]
         if layer_keys:
             parts = [f"{k.removeprefix('model.')} {config_cell(row.config_value(k))}" for k in layer_keys] + parts
             text = ", ".join(parts)
+        elif with_parts:
+            text = with_parts[i]
         else:  # different networks: the config's name says most (the columns say the rest)
             text = name if arch else ", ".join(parts) or None
         if text and row.grouped:

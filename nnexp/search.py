@@ -2,8 +2,9 @@
 
 `nnexp search CONFIG --sample training.eta=log-uniform:1e-6:1e-2 --trials 100` draws every
 trial's values up front from one seeded generator, so a search is reproducible and a bad
-sample spec or config key fails before anything trains. Each trial is an ordinary run
-(`nnexp.training`, the one training loop) named ``<name>-tNNN``; `nnexp compare` reads them back.
+sample spec or config key fails before anything trains. A search is a sweep whose points are
+the draws (`sweep.search_plan`): each trial an ordinary run directory ``tNNN`` in the search's
+sweep directory, run by the sweep's executors; `nnexp compare` reads them back.
 
 Distributions: ``log-uniform:LOW:HIGH`` (10 ** U(log10 LOW, log10 HIGH), for learning rates and
 penalties), ``uniform:LOW:HIGH``, ``choice:A,B,...`` (each value read as YAML).
