@@ -492,3 +492,12 @@ def test_where_status_and_last_choose_the_runs(tmp_path):
         names(where=["training.eta<x"])
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--where", "training.eta=0.1", "-f", "csv"])
     assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 2
+
+
+def test_ungrouped_seeds_of_different_networks_are_named_and_told_apart(tmp_path):
+    relu = [{"type": "dense", "units": 30, "activation": "relu"}, {"type": "softmax", "units": 10}]
+    for seed in (1, 2):
+        make_run(tmp_path, "sig", seed=seed, val=[0.9, 0.91 + seed / 100])
+        make_run(tmp_path, "relu", layers=relu, seed=seed, val=[0.9, 0.92 + seed / 100])
+    comparison, _ = build(tmp_path, group=False)
+    assert sorted(r.display for r in comparison.rows) == ["relu, seed 1", "relu, seed 2", "sig, seed 1", "sig, seed 2"]
