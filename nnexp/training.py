@@ -218,16 +218,27 @@ def _check_same_config(run: Run, cfg: dict) -> None:
     """A run resumes under the config it started with (apart from RESUMABLE_KEYS): anything
     else would continue one network as another."""
     from nnexp.config import resolve
+
+    change = _config_change(resolve(run.read_config()), cfg)
+    if change is not None:
+        key, was, now = change
+        raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; "
+                          "a run resumes under its own config")
+
+
+def _config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
+    """(dotted key, value then, value now) of the first key in which config `now` would
+    change what a run trained under `then` has done, or None: how far it goes
+    (RESUMABLE_KEYS), its name and the book's number may change; nothing else may."""
     from nnexp.runset import flatten
 
-    stored = flatten(resolve(run.read_config()))
-    given = flatten(cfg)
-    for key in sorted(set(stored) | set(given)):
+    a, b = flatten(then), flatten(now)
+    for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_KEYS or key == "name" or key.startswith("reference"):
-            continue  # how far a run goes, its label, the book's number: none changes the past
-        if stored.get(key) != given.get(key):
-            raise RunDirError(f"{run.path} was started with {key} = {stored.get(key)!r}, not "
-                              f"{given.get(key)!r}; a run resumes under its own config")
+            continue
+        if a.get(key) != b.get(key):
+            return key, a.get(key), b.get(key)
+    return None
 
 
 def start(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
@@ -301,16 +312,11 @@ def _check_checkpoint(run: Run, exp: Experiment, params: dict, meta: dict) -> No
             raise RunDirError(f"{run.checkpoint_path('last')} does not match {run.path / 'config.yaml'} "
                               f"(parameter {name}); was the config edited after the run started?")
     saved = meta.get("config")
-    if isinstance(saved, dict):  # checkpoints before this check carry no config
-        from nnexp.runset import flatten
-
-        then, now = flatten(saved), flatten(exp.config)
-        for key in sorted(set(then) | set(now)):
-            if key in RESUMABLE_KEYS or key == "name" or key.startswith("reference"):
-                continue
-            if then.get(key) != now.get(key):
-                raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now.get(key)!r}, but the "
-                                  f"run was trained with {then.get(key)!r}; a run resumes under its own config")
+    change = _config_change(saved, exp.config) if isinstance(saved, dict) else None  # older: none saved
+    if change is not None:
+        key, was, now = change
+        raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now!r}, but the run was trained "
+                          f"with {was!r}; a run resumes under its own config")
 
 
 def _settle_pending_best(run: Run, state: LoopState) -> None:
