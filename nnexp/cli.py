@@ -153,11 +153,16 @@ def command(*args, **kwargs):
     return decorate
 
 
+def _overrides(overrides: list[str] | None, **sugar) -> list[str]:
+    """--set overrides after the options that are shorthand for one (--backend B is
+    --set backend=B), so an explicit --set wins."""
+    return [*(f"{key}={value}" for key, value in sugar.items() if value is not None), *(overrides or [])]
+
+
 def _load_config(path: Path, overrides: list[str] | None, **sugar) -> dict:
     from nnexp import config
 
-    extra = [f"{key}={value}" for key, value in sugar.items() if value is not None]
-    return config.load(path, [*extra, *(overrides or [])])
+    return config.load(path, _overrides(overrides, **sugar))
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -231,7 +236,7 @@ def _train_and_report(step, exp, run) -> None:
         else:
             columns = [TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                        TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-            done = len(run.read_metrics()) if (run.path / "metrics.jsonl").exists() else 0
+            done = len(run.read_metrics(strict=False))  # epochs a resumed run has behind it
             with Progress(*columns, console=err, transient=True) as progress:
                 summary = step(exp, run, BarReporter(progress, exp.config["training"]["epochs"], done))
     except KeyboardInterrupt:
@@ -437,7 +442,7 @@ def sweep(target: Annotated[Path, typer.Argument(
     from nnexp.errors import UserError
 
     chosen = executors.make_executor(executor, jobs, address, threads)
-    sets = [*(f"{k}={v}" for k, v in (("backend", backend), ("device", device)) if v is not None), *(set_ or [])]
+    sets = _overrides(set_, backend=backend, device=device)
     if sweeps.SweepDir.is_sweep(target):
         if grid or seeds or sets or name or resume_dir:
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
@@ -490,7 +495,7 @@ def search(config_path: ConfigArg,
     chosen = executors.make_executor(executor, jobs, address, threads)
     samples = [searching.parse_sample(s) for s in sample]
     draws = searching.plan(samples, trials, search_seed)
-    sets = [*(f"{k}={v}" for k, v in (("backend", backend), ("device", device)) if v is not None), *(set_ or [])]
+    sets = _overrides(set_, backend=backend, device=device)
     base = sweeps.load_base(config_path, sets)
     plan = sweeps.search_plan(f"{base['name']}-search", base, draws,
                               {"samples": sample, "trials": trials, "search_seed": search_seed})
