@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from nnexp.errors import NnexpError, RunFailed, UserError
+from nnexp.training import DataCache, SilentReporter
 
 Event = tuple[str, str, object]
 OnEvent = Callable[[Event], None]
@@ -72,8 +73,6 @@ _datasets = None  # this process's data-set cache (a train.DataCache), made on f
 def _cache():
     global _datasets
     if _datasets is None:
-        from nnexp.training import DataCache
-
         _datasets = DataCache()
     return _datasets
 
@@ -84,20 +83,11 @@ def keep_datasets(cache) -> None:
     _datasets = cache
 
 
-class _EpochReporter:
+class _EpochReporter(SilentReporter):
     """Forwards each finished epoch of a point to the sweep's process."""
 
     def __init__(self, point: str, epochs: int, send: Callable[[Event], None] | None):
         self.point, self.epochs, self.send = point, epochs, send
-
-    def epoch_started(self, epoch: int, num_batches: int) -> None:
-        pass
-
-    def batches_done(self, done: int) -> None:
-        pass
-
-    def evaluating(self) -> None:
-        pass
 
     def epoch_finished(self, record: dict, line: str) -> None:
         if self.send is not None:
