@@ -20,6 +20,7 @@ from typing import Any
 from nnexp.config import resolve
 from nnexp.errors import RunDirError, UserError
 from nnexp.runs import Run, best_record, is_finite_number
+from nnexp.sweep import SweepDir
 
 METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
 
@@ -111,6 +112,16 @@ def read_run(path: str | Path) -> RunRecord:
 _GLOB_CHARS = set("*?[")
 
 
+def _folders(path: Path) -> list[Path]:
+    """The visible folders in `path`, sorted: hidden ones are a sweep's runs being replaced,
+    or kept aside as damaged."""
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _runs_in(path: Path) -> list[Path]:
+    return [p for p in _folders(path) if Run.is_run(p)]
+
+
 def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
     """Run directories named by paths or globs; a directory of runs expands to its runs.
 
@@ -139,14 +150,9 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
             if Run.is_run(path):
                 add(path)
                 continue
-            # a folder of runs, a sweep directory, or a folder of those; never hidden ones
-            # (a sweep's runs being replaced, or kept aside as damaged)
-            children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-                              and Run.is_run(p))
-            children += sorted(c for sub in sorted(path.iterdir())
-                               if sub.is_dir() and not sub.name.startswith(".") and (sub / "sweep.json").is_file()
-                               for c in sub.iterdir()
-                               if c.is_dir() and not c.name.startswith(".") and Run.is_run(c))
+            # a folder of runs, a sweep directory, or a folder of those
+            children = _runs_in(path) + [run for sub in _folders(path) if SweepDir.is_sweep(sub)
+                                         for run in _runs_in(sub)]
             if not children:
                 warnings.append(f"{path} is not a run directory and holds none")
             for child in children:
