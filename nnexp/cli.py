@@ -393,7 +393,7 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, r
     parallel = getattr(executor, "jobs", None) or len(todo)
     try:
         with SweepDisplay(len(before), todo, before, parallel) as display:
-            statuses = sweeps.run(sweep, executor, todo, display)
+            statuses = sweeps.run(sweep, executor, todo, before, display)
     except KeyboardInterrupt:
         err.print(f"interrupted; completed points are kept and the others resume with: "
                   f"nnexp sweep {sweep.path}")

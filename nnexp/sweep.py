@@ -358,7 +358,7 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
           only: list[str] | None = None):
     """The points still to run (of those `only` selects), as executor tasks, and each selected
     point's status before running. Their configs are resolved here, so a bad one fails
-    before any point trains."""
+    before any point trains. Nothing is written: `run` does that, holding the sweep."""
     from nnexp.executors import Task
 
     todo, before = [], {}
@@ -368,17 +368,15 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
         status = before[point.id] = sweep.point_status(point)
         if status == DONE or (status in NOT_RETRIED and not retry_failed):
             continue
-        if status == "damaged":  # kept aside, never deleted: the point starts afresh
-            path = sweep.run_path(point)
-            path.rename(path.with_name(f".damaged-{datetime.now():%Y%m%d-%H%M%S}-{path.name}"))
         todo.append(Task(point.id, configs[point.id], str(sweep.run_path(point)),
                          str(data_dir) if data_dir else None, retry_failed, threads))
     return todo, before
 
 
-def run(sweep: SweepDir, executor, todo: list, on_event=None) -> dict[str, str]:
-    """Run `todo` on `executor`, keeping the manifest's statuses current; returns them. One
-    process runs a sweep at a time: a second is refused, as a second trainer of a run is."""
+def run(sweep: SweepDir, executor, todo: list, before: dict[str, str], on_event=None) -> dict[str, str]:
+    """Run `todo` on `executor`, keeping the manifest's statuses current; returns them.
+    `before` is each point's status as `tasks` found it. One process runs a sweep at a time:
+    a second is refused, as a second trainer of a run is."""
     finished: set[str] = set()
 
     def handle(event):
@@ -396,6 +394,11 @@ def run(sweep: SweepDir, executor, todo: list, on_event=None) -> dict[str, str]:
             on_event(event)
 
     with Run(sweep.path).lock():
+        sweep.status.update(before)  # what the run directories say, not what the manifest last did
+        for task in todo:
+            if before.get(task.point) == "damaged":  # kept aside, never deleted: it starts afresh
+                path = Path(task.run_dir)
+                path.rename(path.with_name(f".damaged-{datetime.now():%Y%m%d-%H%M%S}-{path.name}"))
         try:
             executor.run(todo, handle)
         finally:  # an interruption too: record what the run directories say now

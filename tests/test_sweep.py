@@ -423,3 +423,20 @@ def test_resume_continues_a_failed_run_and_refuses_to_shorten_one(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads((run.path / "summary.json").read_text())["status"] == "completed"
     assert len(run.read_metrics()) == 3
+
+
+@needs_mnist
+def test_retry_failed_keeps_a_damaged_point_aside_and_runs_it_afresh(tmp_path):
+    runs = tmp_path / "runs"
+    assert cli("sweep", write_tiny(tmp_path), "--seeds", "2", "--jobs", "1", "--runs-dir", runs).exit_code == 0
+    made = sweep_dir_of(runs)
+    point = made / "seed=0"
+    with open(point / "metrics.jsonl", "a") as f:
+        f.write("5\n{\"epoch\": 9}\n")  # a damaged line in the middle of the history
+    skipped = cli("sweep", made, "--jobs", "1")
+    assert skipped.exit_code == 1 and "seed=0 (damaged)" in skipped.output
+    retried = cli("sweep", made, "--jobs", "1", "--retry-failed")
+    assert retried.exit_code == 0, retried.output
+    (aside,) = made.glob(".damaged-*-seed=0")
+    assert "5\n" in (aside / "metrics.jsonl").read_text()  # nothing the user had is lost
+    assert len(Run(point).read_metrics()) == 2 and json.loads((point / "summary.json").read_text())["status"] == "completed"
