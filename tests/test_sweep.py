@@ -53,6 +53,14 @@ def cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def two_seed_sweep(tmp_path) -> tuple[Path, Path]:
+    """(config, sweep directory) of a finished 2-seed sweep of the tiny net."""
+    config = write_tiny(tmp_path)
+    runs = tmp_path / "runs"
+    assert cli("sweep", config, "--seeds", "2", "--jobs", "1", "--runs-dir", runs).exit_code == 0
+    return config, sweep_dir_of(runs)
+
+
 # --- planning ---------------------------------------------------------------------------------
 
 
@@ -232,10 +240,7 @@ def test_bad_sweeps_fail_before_anything_is_made(tmp_path):
 
 @needs_mnist
 def test_resume_option_continues_only_the_same_sweep(tmp_path):
-    config = write_tiny(tmp_path)
-    runs = tmp_path / "runs"
-    assert cli("sweep", config, "--seeds", "2", "--jobs", "1", "--runs-dir", runs).exit_code == 0
-    made = sweep_dir_of(runs)
+    config, made = two_seed_sweep(tmp_path)
     same = cli("sweep", config, "--seeds", "2", "--jobs", "1", "--resume", made)
     assert same.exit_code == 0 and "2 already done" in same.output
     other = cli("sweep", config, "--seeds", "3", "--jobs", "1", "--resume", made)
@@ -361,8 +366,8 @@ def test_a_nested_set_in_a_sweep_file_sets_keys_not_sections(tmp_path):
     write_tiny(tmp_path, eta=0.3)
     path = tmp_path / "nested.yaml"
     path.write_text(yaml.safe_dump({"config": "tiny.yaml", "set": {"training": {"epochs": 5}}}))
-    cfg = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None).config(
-        sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None).points[0])
+    plan = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+    cfg = plan.config(plan.points[0])
     assert cfg["training"]["epochs"] == 5 and cfg["training"]["eta"] == 0.3
     path.write_text(yaml.safe_dump({"config": []}))
     with pytest.raises(ConfigError, match="config: lists no config"):
@@ -371,14 +376,11 @@ def test_a_nested_set_in_a_sweep_file_sets_keys_not_sections(tmp_path):
 
 @needs_mnist
 def test_one_process_runs_a_sweep_at_a_time_and_compare_finds_sweeps_in_a_folder(tmp_path):
-    config = write_tiny(tmp_path)
-    runs = tmp_path / "runs"
-    assert cli("sweep", config, "--seeds", "2", "--jobs", "1", "--runs-dir", runs).exit_code == 0
-    made = sweep_dir_of(runs)
+    _, made = two_seed_sweep(tmp_path)
     with Run(made).lock():
         busy = cli("sweep", made, "--jobs", "1")
     assert busy.exit_code == 2 and "another process" in busy.output
-    table = cli("compare", runs, "-f", "csv", "--no-group")  # the folder holding the sweep
+    table = cli("compare", made.parent, "-f", "csv", "--no-group")  # the folder holding the sweep
     assert table.exit_code == 0 and len(table.stdout.strip().splitlines()) == 3
 
 
@@ -427,9 +429,7 @@ def test_resume_continues_a_failed_run_and_refuses_to_shorten_one(tmp_path):
 
 @needs_mnist
 def test_retry_failed_keeps_a_damaged_point_aside_and_runs_it_afresh(tmp_path):
-    runs = tmp_path / "runs"
-    assert cli("sweep", write_tiny(tmp_path), "--seeds", "2", "--jobs", "1", "--runs-dir", runs).exit_code == 0
-    made = sweep_dir_of(runs)
+    _, made = two_seed_sweep(tmp_path)
     point = made / "seed=0"
     with open(point / "metrics.jsonl", "a") as f:
         f.write("5\n{\"epoch\": 9}\n")  # a damaged line in the middle of the history
