@@ -12,7 +12,6 @@ penalties), ``uniform:LOW:HIGH``, ``choice:A,B,...`` (each value read as YAML).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -82,8 +81,3 @@ def plan(samples: list[Sample], trials: int, seed: int) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     return [{s.key: s.draw(rng) for s in samples} for _ in range(trials)]
 
-
-def overrides(values: dict[str, Any]) -> list[str]:
-    """Drawn values as --set strings, written as JSON: JSON is YAML, null stays null, a
-    string stays a string, and a float keeps every digit (1e-05 reads back as a number)."""
-    return [f"{key}={json.dumps(value)}" for key, value in values.items()]

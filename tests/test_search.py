@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nnexp import search
+from nnexp import sweep as sweeps
 from nnexp.cli import app
 from nnexp.errors import UserError
 
@@ -36,7 +37,7 @@ def test_overrides_keep_every_digit_and_read_back_as_numbers():
 
     values = {"training.eta": 1.2345678901234e-05, "training.optimizer": "adam",
               "training.early_stopping.patience": None, "training.monitor_train": True, "name": "1e3"}
-    sets = search.overrides(values)
+    sets = sweeps.overrides(values)  # how a search's draws reach the configs
     assert sets[0] == "training.eta=1.2345678901234e-05"
     assert {s.split("=", 1)[0]: parse_yaml(s.split("=", 1)[1]) for s in sets} == values
 
