@@ -247,14 +247,21 @@ def start(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
 
     `deadline` (a `time.monotonic()` value) pauses the run, resumable, before an epoch that
     would end after it, e.g. to fit a cluster job's or a GPU lease's wall time."""
-    run.write_config(exp.config)
-    run.write_env({**environment(), "data": exp.dataset.source})
-    run.log(f"nnexp run {run.name}: {exp.config['name']} on {exp.backend.name}/{exp.device}, "
-            f"{exp.spec.n_params:,} parameters")
-    for layer in exp.spec.layers:
-        run.log(f"  layer {layer.index}: {layer.describe()}")
-    with run.lock():
-        return _from_scratch(exp, run, reporter, deadline)
+    try:
+        run.write_config(exp.config)
+        run.write_env({**environment(), "data": exp.dataset.source})
+        run.log(f"nnexp run {run.name}: {exp.config['name']} on {exp.backend.name}/{exp.device}, "
+                f"{exp.spec.n_params:,} parameters")
+        for layer in exp.spec.layers:
+            run.log(f"  layer {layer.index}: {layer.describe()}")
+        with run.lock():
+            return _from_scratch(exp, run, reporter, deadline)
+    except KeyboardInterrupt:
+        # Ctrl-C before the loop took over (building the network, its first summary): the
+        # run still says it was interrupted, as the loop would have
+        if Run.is_run(run.path) and (run.read_summary() or {}).get("status") in (None, "running"):
+            run.write_summary(_summary(exp, run, LoopState(eta=exp.config["training"]["eta"]), "interrupted"))
+        raise
 
 
 def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None, deadline: float | None) -> dict:

@@ -195,3 +195,18 @@ def test_ctrl_c_between_metrics_and_checkpoint_claims_only_the_saved_epoch(tmp_p
     _, meta, _ = run.load_checkpoint("last")
     assert summary["status"] == "interrupted" and summary["epochs_run"] == meta["epoch"] == 1
     assert summary["best_epoch"] == 1
+
+
+def test_ctrl_c_before_the_first_summary_still_marks_the_run_interrupted(tmp_path, monkeypatch):
+    cfg = make_config(data={"train_size": 500}, training={"epochs": 2, "eta": 0.5})
+    exp = train.prepare(cfg)
+    run = Run.create(tmp_path, cfg["name"])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the network is being built
+
+    monkeypatch.setattr(train, "build_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.start(exp, run)
+    summary = run.read_summary()
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 0
