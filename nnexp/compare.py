@@ -256,6 +256,8 @@ def architecture(layers: Any) -> str:
         kind, get = layer.get("type"), layer.get
         if kind == "conv":
             text = f"conv {get('filters')}@{get('size')}" + (f" pad{get('pad')}" if get("pad") else "")
+            text += f" s{get('stride')}" if (get("stride") or 1) > 1 else ""
+            text += " bn" if get("batch_norm") else ""
             text += (f" p{get('pool')}" if (get("pool") or 1) > 1 else "") + f" {get('activation')}"
         elif kind == "pool":
             text = f"pool {get('size')}"

@@ -32,7 +32,9 @@ COSTS = ("log-likelihood", "cross-entropy", "quadratic")
 INITS = ("network3", "network2", "large", "xavier", "he", "small")
 L2_FORMS = ("network3", "network2", "plain")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
-SCHEDULES = ("constant", "halve-on-plateau")
+# halve-on-plateau: chapter 3's rule; step: eta * step_factor every step_every epochs;
+# cosine: eta * (1 + cos(pi * (epoch - 1) / epochs)) / 2, so it depends on training.epochs
+SCHEDULES = ("constant", "halve-on-plateau", "step", "cosine")
 OPTIMIZER_SETTINGS = {"momentum": ("momentum", "nesterov"), "rmsprop_decay": ("rmsprop",),
                       "beta1": ("adam",), "beta2": ("adam",)}  # key -> the optimisers using it
 DEVICES = ("auto", "cpu", "cuda")
@@ -94,6 +96,9 @@ SCHEMA: dict[str, Any] = {
         "beta1": Field(float, 0.9, min=0.0, max=1.0, max_exclusive=True),
         "beta2": Field(float, 0.999, min=0.0, max=1.0, max_exclusive=True),
         "schedule": Field(str, "constant", choices=SCHEDULES),
+        "step_every": Field(int, None, min=1, nullable=True),  # schedule step: epochs per step
+        "step_factor": Field(float, 0.1, min=0.0, max=1.0, min_exclusive=True),
+        "warmup_epochs": Field(int, 0, min=0),  # eta rises linearly over these first epochs
         "shuffle": Field(bool, True),
         "early_stopping": {"patience": Field(int, 10, min=1, nullable=True)},
         "monitor_train": Field(bool, False),
@@ -138,7 +143,9 @@ LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
         "size": Field(int, REQUIRED, min=1),
         "pool": Field(int, 1, min=1),
         "pad": Field(int, 0, min=0),
+        "stride": Field(int, 1, min=1),
         "activation": Field(str, "sigmoid", choices=ACTIVATIONS),
+        "batch_norm": Field(bool, False),
         "pool_ties": Field(str, "first", choices=POOL_TIES),
     },
     "pool": {"size": Field(int, REQUIRED, min=1), "pool_ties": Field(str, "first", choices=POOL_TIES)},
@@ -462,6 +469,15 @@ def _check_consistency(cfg: dict) -> None:
     if training["schedule"] == "halve-on-plateau" and training["early_stopping"]["patience"] is None:
         raise ConfigError("training.schedule", "halve-on-plateau halves eta after "
                           "training.early_stopping.patience epochs without improvement; set a patience")
+    if (training["schedule"] == "step") != (training["step_every"] is not None):
+        raise ConfigError("training.step_every", "the step schedule needs training.step_every (epochs)"
+                          if training["schedule"] == "step" else
+                          f"only the step schedule uses it, not {training['schedule']!r}")
+    if training["step_factor"] != SCHEMA["training"]["step_factor"].default and training["schedule"] != "step":
+        raise ConfigError("training.step_factor", f"only the step schedule uses it, not {training['schedule']!r}")
+    if training["warmup_epochs"] >= training["epochs"]:
+        raise ConfigError("training.warmup_epochs", f"{training['warmup_epochs']} warm-up epochs leave "
+                          f"none of the {training['epochs']} epochs at the full eta")
     layers = cfg["model"]["layers"]
     cost = cfg["training"]["cost"]
     for i, layer in enumerate(layers[:-1]):

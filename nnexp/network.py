@@ -6,10 +6,12 @@ on every backend. Parameters are plain arrays named ``"<layer index>.w"`` / ``"<
 
 - dense and softmax: ``w`` is (n_in, n_out), ``b`` is (n_out,)
 - conv: ``w`` is (filters, channels, size, size), ``b`` is (filters,)
-- a dense layer with batch normalisation has ``gamma`` and ``beta`` (n_out,) instead of
-  ``b`` (normalising would cancel any bias exactly; beta is the bias), and ``running_mean``
-  and ``running_var`` (n_out,), which training updates but no optimiser touches: they travel
-  with the parameters because inference needs them
+- a layer with batch normalisation has ``gamma`` and ``beta`` instead of ``b``
+  (normalising would cancel any bias exactly; beta is the bias), and ``running_mean`` and
+  ``running_var``, which training updates but no optimiser touches: they travel with the
+  parameters because inference needs them. Each is (n_out,) for a dense layer and
+  (filters,) for a conv layer, whose statistics are per channel, over the batch and every
+  position of the (unpooled) feature map
 
 Images are (channels, height, width); a dense layer after a conv layer sees them flattened
 in that order, so checkpoints mean the same thing to every backend.
@@ -47,6 +49,7 @@ class LayerSpec:
     pool: int = 1
     batch_norm: bool = False
     pad: int = 0  # conv: zero rows and columns added on each side of the input
+    stride: int = 1  # conv: the step between receptive fields
     pool_ties: str = "first"  # max-pool gradient: the first tied maximum, or all (Theano's)
 
     @property
@@ -57,25 +60,33 @@ class LayerSpec:
     def n_out(self) -> int:
         return prod(self.out_shape)
 
+    @property
+    def units(self) -> int:
+        """What a bias or batch-norm vector runs over: output units, or a conv's filters."""
+        return self.out_shape[0] if self.type == "conv" else self.n_out
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every stored array of the layer, batch-norm statistics included."""
         if self.type in ("dense", "softmax"):
-            if self.batch_norm:
-                return {"w": (self.n_in, self.n_out),
-                        **{key: (self.n_out,) for key in ("gamma", "beta", *BUFFERS)}}
-            return {"w": (self.n_in, self.n_out), "b": (self.n_out,)}
-        if self.type == "conv":
-            filters, channels = self.out_shape[0], self.in_shape[0]
-            return {"w": (filters, channels, self.size, self.size), "b": (filters,)}
-        return {}
+            w = (self.n_in, self.n_out)
+        elif self.type == "conv":
+            w = (self.out_shape[0], self.in_shape[0], self.size, self.size)
+        else:
+            return {}
+        if self.batch_norm:
+            return {"w": w, **{key: (self.units,) for key in ("gamma", "beta", *BUFFERS)}}
+        return {"w": w, "b": (self.units,)}
 
     def describe(self) -> str:
         shape = "x".join(map(str, self.out_shape))
         if self.type == "conv":
             pad = f" pad {self.pad}" if self.pad else ""
+            stride = f" stride {self.stride}" if self.stride > 1 else ""
+            norm = ", batch norm" if self.batch_norm else ""
             ties = " (ties: all)" if self.pool_ties == "all" and self.pool > 1 else ""
             pool = f" + maxpool {self.pool}{ties}" if self.pool > 1 else ""
-            return f"conv {self.out_shape[0]}@{self.size}x{self.size}{pad}{pool}, {self.activation} -> {shape}"
+            return (f"conv {self.out_shape[0]}@{self.size}x{self.size}{pad}{stride}{norm}{pool}, "
+                    f"{self.activation} -> {shape}")
         if self.type == "pool":
             ties = " (ties: all)" if self.pool_ties == "all" else ""
             return f"maxpool {self.size}{ties} -> {shape}"
@@ -125,19 +136,22 @@ def build_spec(layers: list[dict], input_shape: tuple[int, ...] = INPUT_SHAPE) -
             if len(shape) != 3:
                 raise ConfigError(f"{path}.type", "a conv layer cannot follow a dense layer")
             channels, height, width = shape
-            k, pool, pad = layer["size"], layer["pool"], layer.get("pad", 0)
+            k, pool, pad, stride = layer["size"], layer["pool"], layer.get("pad", 0), layer.get("stride", 1)
             height, width = height + 2 * pad, width + 2 * pad
             if k > min(height, width):
                 padded = f" (padded by {pad})" if pad else ""
                 raise ConfigError(f"{path}.size", f"kernel {k}x{k} is larger than its "
                                   f"{height}x{width} input{padded}")
-            out_h, out_w = height - k + 1, width - k + 1
+            # as torch's conv2d: a last window that does not fit in the input is dropped
+            out_h, out_w = (height - k) // stride + 1, (width - k) // stride + 1
             if out_h % pool or out_w % pool:
                 raise ConfigError(f"{path}.pool", f"pool {pool} does not divide the "
                                   f"{out_h}x{out_w} convolution output")
             out = (layer["filters"], out_h // pool, out_w // pool)
             specs.append(LayerSpec(i, kind, shape, out, activation=layer["activation"],
-                                   size=k, pool=pool, pad=pad, pool_ties=layer.get("pool_ties", "first")))
+                                   size=k, pool=pool, pad=pad, stride=stride,
+                                   batch_norm=layer.get("batch_norm", False),
+                                   pool_ties=layer.get("pool_ties", "first")))
         elif kind == "pool":
             if len(shape) != 3:
                 raise ConfigError(f"{path}.type", "a pool layer cannot follow a dense layer")
@@ -202,7 +216,7 @@ def init_params(spec: NetworkSpec, init: str, rng: np.random.Generator,
         if not shapes:
             continue
         if layer.batch_norm:  # w as usual; gamma 1 and beta 0: the identity; stats of N(0, 1)
-            n = layer.n_out
+            n = layer.units
             params[f"{layer.index}.w"] = rng.normal(0.0, _weight_sd(layer, init, small_std), size=shapes["w"])
             params.update({f"{layer.index}.gamma": np.ones(n), f"{layer.index}.beta": np.zeros(n),
                            f"{layer.index}.running_mean": np.zeros(n),

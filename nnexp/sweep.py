@@ -15,11 +15,14 @@ Running a sweep again skips completed points and resumes the others from their l
 process that runs the sweep writes the manifest; the executors (`executors.py`) run points.
 
 A sweep file is YAML with a `config:` key (a path relative to the file, a list of paths, or
-an inline mapping) and optionally `name:`, `set:`, `grid:` and `seeds:`.
+an inline mapping) and optionally `name:`, `set:`, `grid:`, `seeds:` and `variants:`, named
+sets of overrides of one config, each its own base: an ablation changes one thing at a time,
+which a grid (every combination) cannot say.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import itertools
@@ -37,7 +40,7 @@ from nnexp.runs import Run, atomic_write_text, make_unique_dir, to_json
 
 MANIFEST = "sweep.json"
 MANIFEST_FORMAT = 1
-SWEEP_FILE_KEYS = ("name", "config", "set", "grid", "seeds")
+SWEEP_FILE_KEYS = ("name", "config", "set", "grid", "seeds", "variants")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 ID_LIMIT = 80  # characters; longer ids are cut and made unique by a hash
 
@@ -231,6 +234,8 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
         if key in bases:
             raise ConfigError(where, f"two configs are named {key!r}; give them different names")
         bases[key] = base
+    if raw.get("variants") is not None:
+        bases = _variants(raw["variants"], bases)
     file_grid = raw.get("grid") or {}
     if not isinstance(file_grid, dict) or not all(isinstance(v, list) for v in file_grid.values()):
         raise ConfigError("grid", "expected a mapping of config keys to lists of values")
@@ -239,6 +244,33 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
                                "--seeds" if seeds is not None else "seeds")
     sweep_name = name or str(raw.get("name") or path.stem)
     return grid_plan(sweep_name, bases, {**file_grid, **grid}, chosen_seeds)
+
+
+def _variants(spec: Any, bases: dict[str, dict]) -> dict[str, dict]:
+    """`variants: {name: {key: value, ...}, ...}` of the sweep's one config: one base per
+    variant, named by it (an empty mapping is the config itself)."""
+    from nnexp.runset import flatten
+
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError("variants", "expected a mapping of variant names to mappings of config keys")
+    if len(bases) != 1:
+        raise ConfigError("variants", "variants change one config; the sweep file lists several")
+    (base,) = bases.values()
+    out: dict[str, dict] = {}
+    for name, sets in spec.items():
+        where = f"variants.{name}"
+        if not isinstance(name, str) or _ID_UNSAFE.search(name):
+            raise ConfigError(where, "a variant's name is part of a directory name: use letters, "
+                              "digits and . _ + = , -")
+        if not isinstance(sets, dict):
+            raise ConfigError(where, "expected a mapping of config keys to values ({} for the config as it is)")
+        try:
+            variant = config.apply_experiment_overrides(copy.deepcopy(base), overrides(flatten(sets)))
+            config.resolve(variant)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{exc.path}" if exc.path else where, exc.message) from None
+        out[name] = {**variant, "name": f"{base['name']}-{name}" if sets else base["name"]}
+    return out
 
 
 # --- the sweep directory ----------------------------------------------------------------------

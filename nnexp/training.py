@@ -222,8 +222,9 @@ def _check_same_config(run: Run, cfg: dict) -> None:
     change = _config_change(resolve(run.read_config()), cfg)
     if change is not None:
         key, was, now = change
-        raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; "
-                          "a run resumes under its own config")
+        why = ("a cosine schedule is spread over training.epochs, so more epochs would change "
+               "the η of those already run" if key == "training.epochs" else "a run resumes under its own config")
+        raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; {why}")
 
 
 def _config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
@@ -233,8 +234,12 @@ def _config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
     from nnexp.runset import flatten
 
     a, b = flatten(then), flatten(now)
+    # a cosine schedule spreads itself over training.epochs: more epochs change the past ones' η
+    fixed_length = a.get("training.schedule") == "cosine"
     for key in sorted(set(a) | set(b)):
-        if key in RESUMABLE_KEYS or key == "name" or key.startswith("reference"):
+        if key == "training.epochs" and fixed_length:
+            pass
+        elif key in RESUMABLE_KEYS or key == "name" or key.startswith("reference"):
             continue
         if a.get(key) != b.get(key):
             return key, a.get(key), b.get(key)
@@ -396,6 +401,28 @@ def _save_last(run: Run, model: Model, state: LoopState, seeds: Seeds, config: d
     run.save_checkpoint("last", model.get_params(), meta, arrays)
 
 
+def epoch_eta(tr: dict, epoch: int, plateau_eta: float) -> float:
+    """The η epoch `epoch` (counted from 1) trains with, under `training.schedule`.
+
+    A function of the epoch alone, so a resumed run continues the same schedule; only
+    halve-on-plateau has state, the halved rate `plateau_eta` the loop keeps. Warm-up then
+    scales the first `warmup_epochs` epochs by 1/(W+1), 2/(W+1), ...: large steps on the
+    random initial network can wreck batch-normalised layers before their statistics settle.
+    Cosine anneals over the epochs after the warm-up, from η down to nearly 0 in the last.
+    """
+    eta0, schedule, warmup = tr["eta"], tr["schedule"], tr["warmup_epochs"]
+    if schedule == "halve-on-plateau":
+        eta = plateau_eta
+    elif schedule == "step":
+        eta = eta0 * tr["step_factor"] ** ((epoch - 1) // tr["step_every"])
+    elif schedule == "cosine":
+        progress = max(epoch - 1 - warmup, 0) / (tr["epochs"] - warmup)
+        eta = eta0 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        eta = eta0
+    return eta * epoch / (warmup + 1) if epoch <= warmup else eta
+
+
 def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
           reporter: Reporter, deadline: float | None = None) -> dict:
     tr = exp.config["training"]
@@ -424,9 +451,12 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             # measured on the weights the epoch starts from: epoch 1's is the initial network's
             speeds = layer_speeds(exp, model, x[:speed_n], y[:speed_n]) if speed_n else None
             reporter.epoch_started(epoch, len(batches))
-            model.train_epoch(x_epoch, y, batches, state.eta, reporter.batches_done)
+            eta = epoch_eta(tr, epoch, state.eta)
+            if tr["schedule"] != "halve-on-plateau":  # there state.eta is the halved base rate
+                state.eta = eta
+            model.train_epoch(x_epoch, y, batches, eta, reporter.batches_done)
             reporter.evaluating()
-            record = {"epoch": epoch, "eta": state.eta, **_evaluate(exp, model, x)}
+            record = {"epoch": epoch, "eta": eta, **_evaluate(exp, model, x)}
             record["seconds"] = round(time.perf_counter() - started, 3)
             state.epoch, state.wall_time_s = epoch, state.wall_time_s + record["seconds"]
 

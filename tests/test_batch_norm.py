@@ -89,3 +89,58 @@ def test_training_mode_normalises_each_unit_over_the_batch(setup):
     log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
     assert loss == pytest.approx(-log_p[np.arange(len(y)), y].mean(), rel=1e-10)
     assert np.abs(grads["0.beta"]).max() > 1e-3  # beta is a live bias
+
+
+# --- conv layers: one mean and variance per channel, over the batch and every position ---------
+
+CONV_SHAPE = (2, 6, 6)
+CONV_LAYERS = _check_layers([{"type": "conv", "filters": 3, "size": 3, "pool": 2, "activation": "linear",
+                              "batch_norm": True}, {"type": "softmax", "units": 3}])
+
+
+@pytest.fixture(params=backends.names())
+def conv_setup(request):
+    if not backends.get(request.param).available()[0]:
+        pytest.skip(f"{request.param} is not available here")
+    spec = build_spec(CONV_LAYERS, CONV_SHAPE)
+    params = init_params(spec, "he", np.random.default_rng(0))
+    model = backends.get(request.param).build(spec, params, Objective("log-likelihood"), Optimizer("sgd"),
+                                              dtype="float64", device="cpu")
+    rng = np.random.default_rng(1)
+    return spec, params, model, rng.random((8, *CONV_SHAPE)) * 3 + 1, rng.integers(0, 3, size=8)
+
+
+def conv_z(params: dict, x: np.ndarray) -> np.ndarray:
+    """The valid convolution without a bias, (B, F, 4, 4), written out as loops."""
+    w = params["0.w"]
+    z = np.zeros((len(x), 3, 4, 4))
+    for i in range(4):
+        for j in range(4):
+            z[:, :, i, j] = np.einsum("bchw,fchw->bf", x[:, :, i:i + 3, j:j + 3], w)
+    return z
+
+
+def test_a_conv_layer_normalises_per_channel_and_has_no_bias(conv_setup):
+    spec, params, model, x, y = conv_setup
+    assert spec.param_shapes()["0.gamma"] == (3,) and "0.b" not in spec.param_shapes()
+    model.train_epoch(x, y, np.arange(8)[None, :], 0.0)  # eta 0: only the statistics change
+    z = conv_z(params, x)
+    after = model.get_params()
+    np.testing.assert_allclose(after["0.running_mean"], (1 - BN_MOMENTUM) * z.mean(axis=(0, 2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(after["0.running_var"], BN_MOMENTUM + (1 - BN_MOMENTUM) * z.var(axis=(0, 2, 3)),
+                               rtol=1e-10)
+
+
+def test_a_conv_layer_normalises_before_pooling_and_infers_from_running_statistics(conv_setup):
+    """gamma < 0 makes the order visible: max-pooling gamma*z picks the smallest z."""
+    _, params, model, x, _ = conv_setup
+    mean, var = np.array([1.0, 2.0, 3.0]), np.array([4.0, 0.5, 2.0])
+    gamma, beta = np.array([-1.0, 0.5, 2.0]), np.array([0.3, -0.1, 0.0])
+    model.set_params({**params, "0.running_mean": mean, "0.running_var": var, "0.gamma": gamma, "0.beta": beta})
+    shape = (1, 3, 1, 1)
+    h = (gamma.reshape(shape) * (conv_z(params, x) - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + BN_EPS)
+         + beta.reshape(shape))
+    pooled = h.reshape(len(x), 3, 2, 2, 2, 2).max(axis=(3, 5))  # (B, F, 2, 2)
+    out = pooled.reshape(len(x), -1) @ params["1.w"] + params["1.b"]
+    expected = np.exp(out - out.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(model.predict(x), expected / expected.sum(axis=1, keepdims=True), rtol=1e-10)

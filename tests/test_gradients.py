@@ -27,9 +27,9 @@ def dense(units, activation="sigmoid", dropout=0.0):
     return {"type": "dense", "units": units, "activation": activation, "dropout": dropout}
 
 
-def conv(filters, size, pool=1, activation="sigmoid", pad=0):
+def conv(filters, size, pool=1, activation="sigmoid", pad=0, **more):
     return {"type": "conv", "filters": filters, "size": size, "pool": pool, "activation": activation,
-            "pad": pad}
+            "pad": pad, **more}
 
 
 def softmax(units=4, dropout=0.0):
@@ -62,6 +62,13 @@ CASES = {
                             softmax(dropout=0.2)], "log-likelihood", 0.0),
     "dropout": ([conv(2, 3, pool=2, activation="relu"), dense(6, "relu", dropout=0.5),
                  softmax(dropout=0.3)], "log-likelihood", 0.2),
+    # strides that tile the input exactly and that leave its last rows and columns unused
+    "stride-first": ([conv(3, 4, stride=2, activation="tanh"), softmax()], "log-likelihood", 0.0),
+    "stride-second": ([conv(2, 3, pad=1, activation="relu"), conv(3, 3, stride=2, pool=2, activation="tanh"),
+                       softmax()], "log-likelihood", 0.0),
+    "conv-batch-norm": ([conv(3, 3, pool=2, activation="relu", batch_norm=True),
+                         conv(2, 3, stride=2, activation="tanh", batch_norm=True), softmax()],
+                        "log-likelihood", 0.3),
 }
 
 

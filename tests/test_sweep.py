@@ -440,3 +440,51 @@ def test_retry_failed_keeps_a_damaged_point_aside_and_runs_it_afresh(tmp_path):
     (aside,) = made.glob(".damaged-*-seed=0")
     assert "5\n" in (aside / "metrics.jsonl").read_text()  # nothing the user had is lost
     assert len(Run(point).read_metrics()) == 2 and json.loads((point / "summary.json").read_text())["status"] == "completed"
+
+
+# --- variants: an ablation changes one thing at a time ---------------------------------------
+
+
+def test_variants_change_one_config_one_named_way_each(tmp_path):
+    write_tiny(tmp_path, eta=0.3)
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "seeds": 2, "set": {"training.epochs": 2},
+                                    "variants": {"all": {}, "slow": {"training.eta": 0.1},
+                                                 "small": {"model": {"layers": {0: {"units": 5}}}}}}))
+    plan = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+    assert [p.id for p in plan.points] == ["all,seed=0", "all,seed=1", "slow,seed=0", "slow,seed=1",
+                                           "small,seed=0", "small,seed=1"]
+    configs = {p.base: plan.config(p) for p in plan.points}
+    assert [configs[v]["training"]["eta"] for v in ("all", "slow", "small")] == [0.3, 0.1, 0.3]
+    assert [configs[v]["model"]["layers"][0]["units"] for v in ("all", "slow", "small")] == [10, 10, 5]
+    assert all(c["training"]["epochs"] == 2 for c in configs.values())  # set: reaches every variant
+
+
+@pytest.mark.parametrize("variants,words", [
+    ([1], "variants: expected a mapping of variant names"),
+    ({"a b": {}}, "variants.a b: a variant's name is part of a directory name"),
+    ({"x": 3}, r"variants.x: expected a mapping of config keys"),
+    ({"x": {"training.etta": 1}}, "variants.x.training.etta: unknown key"),
+])
+def test_bad_variants_name_the_variant_and_key(tmp_path, variants, words):
+    write_tiny(tmp_path)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"config": "tiny.yaml", "variants": variants}))
+    with pytest.raises(ConfigError, match=words):
+        sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+
+
+def test_the_beyond_ablation_removes_one_ingredient_per_variant():
+    path = Path(__file__).resolve().parent.parent / "configs" / "beyond_ablation.yaml"
+    plan = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
+    full = plan.config(plan.points[0])
+    assert plan.points[0].base == "all" and full["reference"] is not None
+    from nnexp.runset import flatten
+
+    for variant in list(plan.bases)[1:]:
+        cfg = plan.config(next(p for p in plan.points if p.base == variant))
+        a, b = flatten(full), flatten(cfg)
+        changed = {k for k in set(a) | set(b) if a.get(k, "absent") != b.get(k, "absent")
+                   and k != "name" and not k.startswith("reference")}
+        assert changed and not any(k.startswith("seed") for k in changed), variant
+        assert cfg["reference"] is None  # no longer the recorded experiment

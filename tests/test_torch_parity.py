@@ -29,9 +29,9 @@ RTOL, ATOL = 1e-6, 1e-12
 SEED = 7  # the models' dropout seed
 
 
-def conv(filters, size, activation, pool=1, pad=0):
+def conv(filters, size, activation, pool=1, pad=0, **more):
     return {"type": "conv", "filters": filters, "size": size, "pool": pool, "activation": activation,
-            "pad": pad}
+            "pad": pad, **more}
 
 
 def dense(units, activation, dropout=0.0):
@@ -58,6 +58,10 @@ NETS = {  # id: (layers, cost)
     "padded": ([conv(3, 3, "relu", pad=1), conv(4, 3, "tanh", pool=2, pad=2), softmax()], "log-likelihood"),
     "batch-norm": ([conv(4, 3, "relu", pool=2), {**dense(16, "relu", dropout=0.3), "batch_norm": True},
                     {**dense(12, "sigmoid"), "batch_norm": True}, softmax()], "log-likelihood"),
+    "stride": ([conv(4, 3, "relu", stride=2), conv(5, 2, "tanh", stride=2, pad=1), softmax()], "log-likelihood"),
+    "conv-batch-norm": ([conv(4, 3, "relu", pool=2, pad=1, batch_norm=True),
+                         conv(6, 3, "relu", stride=2, batch_norm=True), dense(12, "relu", dropout=0.3),
+                         softmax()], "log-likelihood"),
 }
 PENALTIES = {"none": {},  # Objective's l2 and l1 coefficients
              "l2-network2": {"l2": l2_coefficient("network2", lmbda=5.0, n_train=40, batch_size=8)},

@@ -39,6 +39,34 @@ class Layer:
     def backward(self, da: np.ndarray) -> np.ndarray | None:
         return self.backward_z(da * activation_grad(self.spec.activation, self.a))
 
+    def _normalise(self, z: np.ndarray, train: bool) -> np.ndarray:
+        """Batch normalisation of z (N, units), per column: a dense layer's rows are the
+        batch's examples, a conv layer's every position of every example's feature map."""
+        p = self.params
+        if train:
+            mean = z.mean(axis=0)
+            centred = z - mean
+            var = (centred * centred).mean(axis=0)
+            std = np.sqrt(var + BN_EPS)
+            if self.update_stats:
+                for key, value in (("running_mean", mean), ("running_var", var)):
+                    p[key] *= BN_MOMENTUM
+                    p[key] += (1.0 - BN_MOMENTUM) * value
+        else:
+            centred, std = z - p["running_mean"], np.sqrt(p["running_var"] + BN_EPS)
+        self.normalised, self.std = centred / std, std
+        return p["gamma"] * self.normalised + p["beta"]
+
+    def _normalise_backward(self, dz: np.ndarray) -> np.ndarray:
+        """The gradient through the batch statistics: every example's normalised value
+        depends on the whole batch through its mean and variance."""
+        xn = self.normalised
+        self.grads["gamma"] = (dz * xn).sum(axis=0)
+        self.grads["beta"] = dz.sum(axis=0)
+        dxn = dz * self.params["gamma"]
+        n = len(dz)
+        return (dxn - dxn.sum(axis=0) / n - xn * ((dxn * xn).sum(axis=0) / n)) / self.std
+
 
 class Dense(Layer):
     """a = f(x W + b), with the book's network3 dropout on the input x.
@@ -74,32 +102,6 @@ class Dense(Layer):
         self.z = z
         self.a = softmax(z) if self.spec.type == "softmax" else activate(self.spec.activation, z)
         return self.a
-
-    def _normalise(self, z: np.ndarray, train: bool) -> np.ndarray:
-        p = self.params
-        if train:
-            mean = z.mean(axis=0)
-            centred = z - mean
-            var = (centred * centred).mean(axis=0)
-            std = np.sqrt(var + BN_EPS)
-            if self.update_stats:
-                for key, value in (("running_mean", mean), ("running_var", var)):
-                    p[key] *= BN_MOMENTUM
-                    p[key] += (1.0 - BN_MOMENTUM) * value
-        else:
-            centred, std = z - p["running_mean"], np.sqrt(p["running_var"] + BN_EPS)
-        self.normalised, self.std = centred / std, std
-        return p["gamma"] * self.normalised + p["beta"]
-
-    def _normalise_backward(self, dz: np.ndarray) -> np.ndarray:
-        """The gradient through the batch statistics: every example's normalised value
-        depends on the whole batch through its mean and variance."""
-        xn = self.normalised
-        self.grads["gamma"] = (dz * xn).sum(axis=0)
-        self.grads["beta"] = dz.sum(axis=0)
-        dxn = dz * self.params["gamma"]
-        n = len(dz)
-        return (dxn - dxn.sum(axis=0) / n - xn * ((dxn * xn).sum(axis=0) / n)) / self.std
 
     def backward_z(self, dz: np.ndarray) -> np.ndarray | None:
         if self.spec.batch_norm:
@@ -148,9 +150,10 @@ def _window_major(t: np.ndarray, p: int) -> np.ndarray:
     return t.transpose(2, 4, 0, 1, 3, *range(5, t.ndim))
 
 
-def _receptive_fields(x: np.ndarray, k: int, p: int) -> np.ndarray:
-    """(B, H, W, C) -> a view (p, p, B, Hp, Wp, k, k, C) of every k x k receptive field."""
-    windows = sliding_window_view(x, (k, k), axis=(1, 2))  # (B, Ho, Wo, C, k, k)
+def _receptive_fields(x: np.ndarray, k: int, p: int, stride: int = 1) -> np.ndarray:
+    """(B, H, W, C) -> a view (p, p, B, Hp, Wp, k, k, C) of every k x k receptive field,
+    `stride` apart."""
+    windows = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]  # (B, Ho, Wo, C, k, k)
     return _window_major(windows, p).transpose(0, 1, 2, 3, 4, 6, 7, 5)
 
 
@@ -159,12 +162,15 @@ GATHER_MAX_ENTRIES = 1 << 20  # ... and the index stays small (training batches,
 
 
 class Conv(Layer):
-    """Convolution, stride 1, over the input zero-padded by `pad` on each side (none: a
-    valid convolution), optional p x p max-pool, then the activation.
+    """Convolution with stride `stride` over the input zero-padded by `pad` on each side
+    (none: a valid convolution), optional batch normalisation, optional p x p max-pool,
+    then the activation.
 
     As network3's ConvPoolLayer, the activation comes after pooling (the same result for
-    monotone activations, and p*p times fewer activations to compute). im2col orders its rows
-    by pool-window offset first, so pooling is an element-wise max of p*p contiguous blocks.
+    monotone activations, and p*p times fewer activations to compute). Batch normalisation
+    comes before pooling, on every position of the feature map, as in conv -> BN -> ReLU ->
+    pool. im2col orders its rows by pool-window offset first, so pooling is an element-wise
+    max of p*p contiguous blocks, and normalising them all is one column-wise operation.
     """
 
     def __init__(self, spec: LayerSpec, need_dx: bool):
@@ -172,15 +178,19 @@ class Conv(Layer):
         self._gather_index: dict[tuple[int, ...], np.ndarray] = {}
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        k, p, pad = self.spec.size, self.spec.pool, self.spec.pad
+        k, p, pad, s = self.spec.size, self.spec.pool, self.spec.pad, self.spec.stride
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         b, h, w, c = x.shape
-        hp, wp = (h - k + 1) // p, (w - k + 1) // p
+        hp, wp = ((h - k) // s + 1) // p, ((w - k) // s + 1) // p
         self.cols = self._im2col(x)  # rows (p, p, B, Hp, Wp), columns (k, k, C)
         self.in_shape = x.shape
-        z = (self.cols @ self.params["w"]).reshape(p * p, b * hp * wp, -1)  # (p*p, B*Hp*Wp, F)
-        z += self.params["b"]
+        z = self.cols @ self.params["w"]  # (p*p*B*Hp*Wp, F)
+        if self.spec.batch_norm:  # beta is the bias
+            z = self._normalise(z, train)
+        else:
+            z += self.params["b"]
+        z = z.reshape(p * p, b * hp * wp, -1)  # (p*p, B*Hp*Wp, F)
         if p > 1:
             z, self.mask = _pool_rows(z, self.spec.pool_ties)  # (B*Hp*Wp, F)
         self.a = activate(self.spec.activation, z.reshape(b, hp, wp, -1))  # (B, Hp, Wp, F)
@@ -188,27 +198,30 @@ class Conv(Layer):
 
     def _im2col(self, x: np.ndarray) -> np.ndarray:
         """(B, H, W, C) -> (p*p*B*Hp*Wp, k*k*C): every receptive field as a row."""
-        k, p, c = self.spec.size, self.spec.pool, x.shape[3]
-        windows = _receptive_fields(x, k, p)
+        k, p, s, c = self.spec.size, self.spec.pool, self.spec.stride, x.shape[3]
+        windows = _receptive_fields(x, k, p, s)
         if k * c >= GATHER_BELOW_RUN or windows.size > GATHER_MAX_ENTRIES:
             return windows.reshape(-1, k * k * c)  # a strided copy, runs of k*C values
         # Short runs (the one-channel input layer) copy faster as a gather with cached indices.
         index = self._gather_index.get(x.shape)
         if index is None:
             positions = np.arange(x.size, dtype=np.intp).reshape(x.shape)
-            index = _receptive_fields(positions, k, p).reshape(-1, k * k * c)
+            index = _receptive_fields(positions, k, p, s).reshape(-1, k * k * c)
             self._gather_index[x.shape] = index
         return np.take(x.reshape(-1), index)
 
     def backward_z(self, dz: np.ndarray) -> np.ndarray | None:
-        k, p = self.spec.size, self.spec.pool
+        k, p, s = self.spec.size, self.spec.pool, self.spec.stride
         b, hp, wp, f = dz.shape
         dz = dz.reshape(1, b * hp * wp, f)
         if p > 1:
             dz = self.mask * dz  # (p*p, B*Hp*Wp, F): each window's gradient to its maximum
-        dz = dz.reshape(-1, f)
+        dz = dz.reshape(-1, f)  # (p*p*B*Hp*Wp, F): im2col's rows
+        if self.spec.batch_norm:
+            dz = self._normalise_backward(dz)
+        else:
+            self.grads["b"] = dz.sum(axis=0)
         self.grads["w"] = self.cols.T @ dz  # (k*k*C, F)
-        self.grads["b"] = dz.sum(axis=0)
         if not self.need_dx:
             return None
         # col2im: scatter-add each kernel offset's columns back onto the input. One transposing
@@ -218,9 +231,10 @@ class Conv(Layer):
         ho, wo = hp * p, wp * p
         dcols = dcols.reshape(k, k, b, ho, wo, -1)  # (k, k, B, Ho, Wo, C)
         dx = np.zeros(self.in_shape, dtype=dz.dtype)  # (B, H, W, C)
+        rows, cols = s * (ho - 1) + 1, s * (wo - 1) + 1  # the span of one offset's positions
         for i in range(k):
             for j in range(k):
-                dx[:, i:i + ho, j:j + wo, :] += dcols[i, j]
+                dx[:, i:i + rows:s, j:j + cols:s, :] += dcols[i, j]
         pad = self.spec.pad
         return dx[:, pad:-pad, pad:-pad, :] if pad else dx  # the padding's gradient goes nowhere
 

@@ -40,7 +40,10 @@ def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
     for layer in spec.layers:
         i = layer.index
         if layer.type == "conv":
-            z = F.conv2d(x, params[f"{i}.w"], params[f"{i}.b"], padding=layer.pad)  # (B, F, H+2pad-k+1, ...)
+            bias = None if layer.batch_norm else params[f"{i}.b"]  # beta is the bias
+            z = F.conv2d(x, params[f"{i}.w"], bias, stride=layer.stride, padding=layer.pad)  # (B, F, Ho, Wo)
+            if layer.batch_norm:  # before pooling, on every position, as the NumPy layer
+                z = _normalise(z, params, i, mask is not None, update_stats)
             if layer.pool > 1:
                 z = max_pool(z, layer.pool, layer.pool_ties)  # pooled before the activation, as network3
             x = ACTIVATIONS[layer.activation](z)
@@ -74,21 +77,25 @@ def max_pool(z: torch.Tensor, p: int, ties: str = "first") -> torch.Tensor:
 
 def _normalise(z: torch.Tensor, params: dict[str, torch.Tensor], i: int, train: bool,
                update_stats: bool) -> torch.Tensor:
-    """Batch normalisation of a dense layer's z, as the NumPy layer computes it. Not
-    `F.batch_norm`: its running variance is the unbiased one, Saitoh's (and nnexp's) the
-    biased one."""
+    """Batch normalisation of z, as the NumPy layer computes it: per unit of a dense
+    layer's (B, n), per channel of a conv layer's (B, F, H, W), over the batch and every
+    position. Not `F.batch_norm`: its running variance is the unbiased one, Saitoh's (and
+    nnexp's) the biased one."""
+    dims = (0,) if z.ndim == 2 else (0, 2, 3)
+    shape = (-1,) if z.ndim == 2 else (-1, 1, 1)  # a (units,) vector against z's unit axis
     mean_r, var_r = params[f"{i}.running_mean"], params[f"{i}.running_var"]
     if train:
-        mean = z.mean(dim=0)
-        centred = z - mean
-        var = (centred * centred).mean(dim=0)
+        mean = z.mean(dim=dims)
+        centred = z - mean.view(shape)
+        var = (centred * centred).mean(dim=dims)
         if update_stats:
             with torch.no_grad():
                 mean_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * mean)
                 var_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * var)
     else:
-        centred, var = z - mean_r, var_r
-    return params[f"{i}.gamma"] * (centred / torch.sqrt(var + BN_EPS)) + params[f"{i}.beta"]
+        centred, var = z - mean_r.view(shape), var_r
+    gamma, beta = params[f"{i}.gamma"].view(shape), params[f"{i}.beta"].view(shape)
+    return gamma * (centred / torch.sqrt(var + BN_EPS).view(shape)) + beta
 
 
 def one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
