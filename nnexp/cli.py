@@ -531,6 +531,8 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
         if key not in training.RESUMABLE_KEYS:
             raise ConfigError(key, f"cannot change when resuming (it would change what the run has "
                                    f"already done); only {' and '.join(training.RESUMABLE_KEYS)} can")
+        if key == "training.epochs" and not training.extendable(config.resolve(stored)):
+            raise ConfigError(key, f"cannot change when resuming: {training.FIXED_LENGTH}")
     # extended past the book's setting, the run is no longer the book's experiment
     cfg = config.resolve(config.apply_experiment_overrides(stored, set_ or []))
     done = summary.get("epochs_run")

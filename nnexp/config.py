@@ -33,7 +33,7 @@ INITS = ("network3", "network2", "large", "xavier", "he", "small")
 L2_FORMS = ("network3", "network2", "plain")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 # halve-on-plateau: chapter 3's rule; step: eta * step_factor every step_every epochs;
-# cosine: eta * (1 + cos(pi * (epoch - 1) / epochs)) / 2, so it depends on training.epochs
+# cosine: from eta to nearly 0 over training.epochs (after any warm-up), so it depends on them
 SCHEDULES = ("constant", "halve-on-plateau", "step", "cosine")
 OPTIMIZER_SETTINGS = {"momentum": ("momentum", "nesterov"), "rmsprop_decay": ("rmsprop",),
                       "beta1": ("adam",), "beta2": ("adam",)}  # key -> the optimisers using it

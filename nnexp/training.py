@@ -222,9 +222,21 @@ def _check_same_config(run: Run, cfg: dict) -> None:
     change = _config_change(resolve(run.read_config()), cfg)
     if change is not None:
         key, was, now = change
-        why = ("a cosine schedule is spread over training.epochs, so more epochs would change "
-               "the η of those already run" if key == "training.epochs" else "a run resumes under its own config")
-        raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; {why}")
+        raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; {change_reason(key)}")
+
+
+FIXED_LENGTH = ("a cosine schedule is spread over training.epochs, so more epochs would change the η "
+                "of those already run; train anew with more epochs")
+
+
+def change_reason(key: str) -> str:
+    """Why `_config_change` refuses a change of `key`."""
+    return FIXED_LENGTH if key == "training.epochs" else "a run resumes under its own config"
+
+
+def extendable(cfg: dict) -> bool:
+    """Whether a completed run of `cfg` can go on under more epochs (RESUMABLE_KEYS)."""
+    return (cfg.get("training") or {}).get("schedule") != "cosine"
 
 
 def _config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
@@ -234,12 +246,9 @@ def _config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
     from nnexp.runset import flatten
 
     a, b = flatten(then), flatten(now)
-    # a cosine schedule spreads itself over training.epochs: more epochs change the past ones' η
-    fixed_length = a.get("training.schedule") == "cosine"
     for key in sorted(set(a) | set(b)):
-        if key == "training.epochs" and fixed_length:
-            pass
-        elif key in RESUMABLE_KEYS or key == "name" or key.startswith("reference"):
+        resumable = key in RESUMABLE_KEYS and (key != "training.epochs" or extendable(then))
+        if resumable or key == "name" or key.startswith("reference"):
             continue
         if a.get(key) != b.get(key):
             return key, a.get(key), b.get(key)
@@ -328,7 +337,7 @@ def _check_checkpoint(run: Run, exp: Experiment, params: dict, meta: dict) -> No
     if change is not None:
         key, was, now = change
         raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now!r}, but the run was trained "
-                          f"with {was!r}; a run resumes under its own config")
+                          f"with {was!r}; {change_reason(key)}")
 
 
 def _settle_pending_best(run: Run, state: LoopState) -> None:

@@ -4,6 +4,7 @@ The η of each epoch is a function of the epoch alone, so a paused run resumes o
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,21 @@ def test_a_paused_cosine_run_resumes_on_schedule_and_cannot_be_lengthened(tmp_pa
     with pytest.raises(RunDirError, match="cosine schedule is spread over training.epochs"):
         train.execute(train.prepare(longer), run, extend=True)
     assert np.isclose(run.read_summary()["epochs_run"], 3)
+
+
+@needs_mnist
+def test_the_command_line_refuses_to_lengthen_a_cosine_run_before_touching_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from nnexp.cli import app
+
+    cli = CliRunner()
+    shallow = Path(__file__).resolve().parent.parent / "configs" / "shallow.yaml"
+    made = cli.invoke(app, ["train", str(shallow), "training.epochs=2", "training.schedule=cosine",
+                            "data.train_size=200", "--runs-dir", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    run = Run(made.stdout.strip().splitlines()[-1])
+    before = (run.path / "config.yaml").read_text()
+    refused = cli.invoke(app, ["resume", str(run.path), "--set", "training.epochs=4"])
+    assert refused.exit_code == 2 and "cosine schedule is spread over training.epochs" in refused.output
+    assert (run.path / "config.yaml").read_text() == before  # nothing half-written
