@@ -28,8 +28,16 @@ LAYERS = [  # conv2_relu in miniature
 ]
 
 
-def build(device: str, dtype: str = "float64", dropout: float = 0.0, eager: bool = False):
-    layers = [dict(layer) for layer in LAYERS]
+BEYOND = [  # beyond_bn in miniature: conv batch norm, a strided conv, dense batch norm
+    {"type": "conv", "filters": 4, "size": 5, "pool": 2, "activation": "relu", "batch_norm": True},
+    {"type": "conv", "filters": 8, "size": 3, "stride": 2, "activation": "relu", "batch_norm": True},
+    {"type": "dense", "units": 32, "activation": "relu", "dropout": 0.0, "batch_norm": True},
+    {"type": "softmax", "units": 10, "dropout": 0.0},
+]
+
+
+def build(device: str, dtype: str = "float64", dropout: float = 0.0, eager: bool = False, layers=LAYERS):
+    layers = [dict(layer) for layer in config._check_layers(layers)]
     layers[2]["dropout"] = layers[3]["dropout"] = dropout
     spec = build_spec(layers)
     params = init_params(spec, "network3", np.random.default_rng(0))
@@ -61,6 +69,21 @@ def test_graphed_steps_match_eager(dtype, rtol):
     expected = eager.get_params()
     for name, value in graphed.get_params().items():
         np.testing.assert_allclose(value, expected[name], rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_graphed_batch_norm_and_stride_match_eager_and_the_cpu():
+    """The running statistics are updated in place inside the graph: they must move as eagerly."""
+    x, y = data()
+    graphed, eager, cpu = (build("cuda", layers=BEYOND), build("cuda", eager=True, layers=BEYOND),
+                           build("cpu", layers=BEYOND))
+    for model in (graphed, eager, cpu):
+        model.train_epoch(x, y, batches(), 0.1)
+    assert graphed.graph is not None and graphed.graph_error is None
+    expected = cpu.get_params()
+    for model in (graphed, eager):
+        for name, value in model.get_params().items():
+            np.testing.assert_allclose(value, expected[name], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(graphed.predict(x), cpu.predict(x), rtol=1e-8, atol=1e-12)
 
 
 def test_cuda_matches_cpu_in_float64():
