@@ -649,7 +649,8 @@ def _matches(record: RunRecord, where: tuple[str, str, Any]) -> bool:
 def select(records: list[RunRecord], *, where: list[str] = (), status: list[str] = (),
            last: int | None = None) -> list[RunRecord]:
     """The runs that pass every --where and any --status, then the `last` most recently
-    started of them (by when their config was written)."""
+    started of them: by when each was created (`Run.created_at`), not when its config.yaml
+    was last written, which `resume --set` does again."""
     conditions = [parse_where(w) for w in where]
     known = {k for r in records for k in r.flat} | set(METRICS) | {"status"}
     for key, _, _ in conditions:
@@ -659,8 +660,7 @@ def select(records: list[RunRecord], *, where: list[str] = (), status: list[str]
     chosen = [r for r in records if all(_matches(r, c) for c in conditions)
               and (not status or r.status in status)]
     if last is not None:
-        started = lambda r: (r.run.path / "config.yaml").stat().st_mtime_ns  # noqa: E731
-        chosen = sorted(chosen, key=started)[-last:] if last > 0 else []
+        chosen = sorted(chosen, key=lambda r: r.run.created_at())[-last:] if last > 0 else []
         chosen.sort(key=lambda r: records.index(r))
     return chosen
 

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -47,6 +48,8 @@ CHECKPOINT_FORMAT = 1
 # The files a run's training process writes through `atomic_path`, beside checkpoints/*.npz:
 # their temporaries can only be its own, so the lock's holder may remove them
 RUN_FILES = ("config.yaml", "env.json", "summary.json", "metrics.jsonl")
+# the stamp `make_unique_dir` puts in a run's name: <name>-<YYYYmmdd-HHMMSS>[-N]
+_NAME_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -281,6 +284,34 @@ class Run:
             record["resumes"] = []
         record["resumes"].append(env)
         self.write_env(record)
+
+    def created_at(self) -> float:
+        """When the run was started, as a Unix time, from what nothing rewrites later: env.json's
+        ``unix_time`` (or its ``started``), written once when training starts and kept as it was
+        by every resume; else the stamp in the directory's name; else config.yaml's mtime, the
+        last resort, since ``resume --set`` rewrites that file. Never raises: a damaged or
+        missing record falls through to the next."""
+        try:
+            env = json.loads((self.path / "env.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            env = None
+        if isinstance(env, dict):
+            if is_finite_number(env.get("unix_time")):
+                return float(env["unix_time"])
+            try:
+                return datetime.fromisoformat(env["started"]).timestamp()
+            except (KeyError, TypeError, ValueError, OverflowError, OSError):
+                pass
+        stamp = _NAME_STAMP.search(self.path.name)
+        if stamp:
+            try:  # a local time to the second; "-N" orders runs made within that second
+                return datetime.strptime(stamp[1], "%Y%m%d-%H%M%S").timestamp() + int(stamp[2] or 1) * 1e-6
+            except (ValueError, OverflowError, OSError):
+                pass
+        try:
+            return (self.path / "config.yaml").stat().st_mtime
+        except OSError:
+            return 0.0
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_text(self.path / "summary.json", to_json(summary))

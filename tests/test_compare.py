@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 
 import pytest
 from runfactory import make_run
@@ -17,6 +18,8 @@ from nnexp.cli import app
 from nnexp.errors import UserError
 from nnexp.runs import Run
 from nnexp.runset import find_run_dirs, flatten, load_runs, read_run
+
+from conftest import needs_mnist
 
 DEEP = [{"type": "dense", "units": 100}, {"type": "dense", "units": 30}, {"type": "softmax", "units": 10}]
 
@@ -492,6 +495,49 @@ def test_where_status_and_last_choose_the_runs(tmp_path):
         names(where=["training.eta<x"])
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--where", "training.eta=0.1", "-f", "csv"])
     assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 2
+
+
+@needs_mnist
+def test_last_means_created_last_even_after_resume_set_rewrites_an_old_config(tmp_path):
+    """`resume --set training.epochs=N` writes an old run's config.yaml again: --last must
+    still order runs by when they were started (env.json), so the extended one stays old."""
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"name": "tiny", "data": {"train_size": 300}, "model": {
+        "layers": [{"type": "dense", "units": 10}, {"type": "softmax", "units": 10}]},
+        "training": {"epochs": 1, "eta": 0.5}}))
+    runner = CliRunner()
+    old, new = (runner.invoke(app, ["train", str(path), "--runs-dir", str(tmp_path / "runs"), "--set", f"seed={seed}"])
+                .stdout.strip() for seed in (1, 2))
+    extended = runner.invoke(app, ["resume", old, "--set", "training.epochs=2"])
+    assert extended.exit_code == 0, extended.output
+    assert (Run(old).path / "config.yaml").stat().st_mtime_ns > (Run(new).path / "config.yaml").stat().st_mtime_ns
+    picked = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--last", "1", "-f", "json"])
+    assert picked.exit_code == 0, picked.output
+    assert [name for row in json.loads(picked.stdout) for name in row["runs"]] == [Run(new).name]
+
+
+def test_last_orders_by_env_json_then_the_name_s_stamp_then_the_config_s_mtime(tmp_path):
+    """A run's creation time: env.json's unix_time, else its ISO `started`, else the stamp in
+    the directory's name (env.json missing or damaged), else config.yaml's mtime (no stamp
+    either); a config written again later, as resume --set does, changes nothing."""
+    envs = {"unix": ("20200101-000000", '{"unix_time": 1.9e9, "started": "2000-01-01T00:00:00+00:00"}'),
+            "iso": ("20200101-000000-2", '{"unix_time": "abc", "started": "2030-01-01T00:00:00+00:00"}'),
+            "newest": ("20250101-000000-2", '{"started": "not a time"}'),
+            "newer": ("20240101-120001", "[1, 2]"),
+            "older": ("20240101-120000", None)}
+    for name, (stamp, env) in envs.items():
+        path = make_run(tmp_path, name).path.rename(tmp_path / f"{name}-{stamp}")
+        if env is not None:
+            (path / "env.json").write_text(env)
+    os.utime(tmp_path / "older-20240101-120000" / "config.yaml")  # written again, just now
+    bare = make_run(tmp_path, "bare").path.rename(tmp_path / "bare")
+    os.utime(bare / "config.yaml", (0, 0))
+    records = load_runs([tmp_path])[0]
+    newest_first = ["unix", "iso", "newest", "newer", "older", "bare"]
+    for n in range(1, 7):
+        assert {r.name.split("-")[0] for r in cmp.select(records, last=n)} == set(newest_first[:n]), n
 
 
 def test_ungrouped_seeds_of_different_networks_are_named_and_told_apart(tmp_path):
