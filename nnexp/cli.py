@@ -602,8 +602,8 @@ def gradcheck(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt =
         err.print(f"[red]gradients disagree (> {TOLERANCE:g}) for: {escape(', '.join(bad))}[/]", markup=True)
         raise typer.Exit(1)
     kinks = sum(r.kinks for r in results)
-    note = (f"; {kinks} entries sat within {EPS:g} of a ReLU or max-pool kink, where only a "
-            "one-sided difference means anything, and matched it") if kinks else ""
+    note = (f"; {kinks} entries within {EPS:g} of a ReLU or max-pool kink (or on steep curvature) were "
+            "checked at a smaller step, or one-sidedly where no step was free of kinks") if kinks else ""
     out.print(f"all {len(results)} parameters agree to {TOLERANCE:g}{note}")
 
 

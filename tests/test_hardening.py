@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -509,3 +510,83 @@ def test_a_kill_before_the_first_checkpoint_starts_over(tmp_path):
     run.truncate_metrics(1)
     summary = train.execute(train.prepare(cfg, dataset=data), run)
     assert summary["status"] == "completed" and len(run.read_metrics()) == 2
+
+
+# --- gradcheck on a deep ReLU net with tiny gradients ----------------------------------------------
+
+DEEP_RELU = Path(__file__).resolve().parent.parent / "configs" / "saitoh_no_batch_norm.yaml"
+
+
+def break_bias_gradients(monkeypatch, factor: float, *, layer: int | None = None, entry: int | None = None):
+    """Scale the bias gradient of every dense layer (or of `layer` only, or of its `entry`
+    only) by `factor`: a backward pass wrong by that much."""
+    from nnexp.backends.numpy import layers
+
+    original = layers.Dense.backward_z
+
+    def scaled(self, dz):
+        out = original(self, dz)
+        if layer is None or self.spec.index == layer:
+            if entry is None:
+                self.grads["b"] = factor * self.grads["b"]
+            else:
+                self.grads["b"][entry] *= factor
+        return out
+
+    monkeypatch.setattr(layers.Dense, "backward_z", scaled)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("seed", [1, 4])
+def test_gradcheck_gives_no_false_alarm_on_a_deep_relu_net_with_tiny_gradients(backend, seed):
+    """784-[100 ReLU x 5]-10 started at std 0.01: pre-activations of 1e-6 in the last layers, so
+    a step of 1e-5 crosses several kinks, and middle-layer bias gradients of 1e-7 to 1e-5, as
+    small as a crossed kink's slope. The config's own seed (1) and seed 4 used to FAIL 3.b with
+    correct gradients: a step ten times smaller crosses no kink, and an entry 100 times smaller
+    than its neighbours is held to 1% of theirs, the noise floor's resolution."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from nnexp.gradcheck import gradcheck
+
+    cfg = config.load(DEEP_RELU, [f"backend={backend}", "device=cpu", f"seed={seed}"])
+    _, results = gradcheck(cfg, examples=2, max_entries=10)
+    assert all(r.ok for r in results), [(r.name, r.worst_relative_error, r.worst_analytic, r.worst_numeric)
+                                        for r in results if not r.ok]
+
+
+def test_gradcheck_still_catches_a_slightly_wrong_bias_gradient_on_the_deep_relu_net(monkeypatch):
+    """The smaller steps must not excuse a wrong gradient: 10% too large fails every bias; 0.1%
+    too large fails the biases whose entries sit near kinks (2.b to 5.b), which a one-sided
+    difference at 1e-5 used to match within its 1e-3. (0.b and 1.b's gradients, ~1e-9, sit
+    below the costs' noise floor at any step.)"""
+    from nnexp.gradcheck import gradcheck
+
+    cfg = config.load(DEEP_RELU, ["backend=numpy", "seed=0"])
+    for factor, caught in [(1.1, {f"{i}.b" for i in range(6)}), (1.001, {"2.b", "3.b", "4.b", "5.b"})]:
+        with monkeypatch.context() as patch:
+            break_bias_gradients(patch, factor)
+            failed = {r.name for r in gradcheck(cfg, examples=2, max_entries=10)[1] if not r.ok}
+        assert caught <= failed and not any(name.endswith(".w") for name in failed), (factor, failed)
+
+
+def test_a_one_sided_match_no_longer_excuses_a_gradient_a_little_wrong(monkeypatch):
+    """A ReLU input 3e-6 above its kink: the step of 1e-5 crosses it, and the one-sided
+    difference on the other side matches the bias gradient to 1e-3, right or 0.05% wrong. At
+    1e-6 nothing bends (both one-sided differences agree), so the central difference there
+    decides: the right gradient passes, the wrong one fails."""
+    from nnexp.gradcheck import check_model
+
+    spec = build_spec(config._check_layers([{"type": "dense", "units": 3, "activation": "relu"},
+                                            {"type": "softmax", "units": 4}]), (1, 10, 10))
+    rng = np.random.default_rng(5)
+    params = init_params(spec, "network2", rng)
+    x, y = rng.random((1, 1, 10, 10)), np.array([1])
+    params["0.b"][0] = 3e-6 - float(x.reshape(-1) @ params["0.w"][:, 0])
+    model = backends.get("numpy").build(spec, params, Objective("log-likelihood"), dtype="float64")
+
+    def bias():
+        return {r.name: r for r in check_model(model, params, x, y, np.random.default_rng(0), max_entries=None)}["0.b"]
+
+    assert bias().ok and bias().kinks == 1
+    break_bias_gradients(monkeypatch, 1.0005, layer=0, entry=0)
+    assert not bias().ok
