@@ -178,11 +178,11 @@ class Conv(Layer):
         self._gather_index: dict[tuple[int, ...], np.ndarray] = {}
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        k, p, pad, s = self.spec.size, self.spec.pool, self.spec.pad, self.spec.stride
+        pad, p = self.spec.pad, self.spec.pool
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        b, h, w, c = x.shape
-        hp, wp = ((h - k) // s + 1) // p, ((w - k) // s + 1) // p
+        b = x.shape[0]
+        hp, wp = self.spec.out_shape[1:]  # the pooled output, as build_spec worked it out
         self.cols = self._im2col(x)  # rows (p, p, B, Hp, Wp), columns (k, k, C)
         self.in_shape = x.shape
         z = self.cols @ self.params["w"]  # (p*p*B*Hp*Wp, F)
