@@ -18,17 +18,22 @@ LAYERS = _check_layers([{"type": "dense", "units": 5, "activation": "linear", "b
                         {"type": "softmax", "units": 3}])
 
 
+def built(backend: str, layers: list[dict], shape: tuple[int, ...], init: str):
+    """(spec, params, model, x, y) on `backend`: 8 images far from mean 0, variance 1, so
+    normalising shows, and their labels."""
+    if not backends.get(backend).available()[0]:
+        pytest.skip(f"{backend} is not available here")
+    spec = build_spec(layers, shape)
+    params = init_params(spec, init, np.random.default_rng(0))
+    model = backends.get(backend).build(spec, params, Objective("log-likelihood"), Optimizer("sgd"),
+                                        dtype="float64", device="cpu")
+    rng = np.random.default_rng(1)
+    return spec, params, model, rng.random((8, *shape)) * 3 + 1, rng.integers(0, 3, size=8)
+
+
 @pytest.fixture(params=backends.names())
 def setup(request):
-    if not backends.get(request.param).available()[0]:
-        pytest.skip(f"{request.param} is not available here")
-    spec = build_spec(LAYERS, SHAPE)
-    params = init_params(spec, "xavier", np.random.default_rng(0))
-    model = backends.get(request.param).build(spec, params, Objective("log-likelihood"), Optimizer("sgd"),
-                                              dtype="float64", device="cpu")
-    rng = np.random.default_rng(1)
-    x = rng.random((8, *SHAPE)) * 3 + 1  # far from mean 0, variance 1: normalising shows
-    return spec, params, model, x, rng.integers(0, 3, size=8)
+    return built(request.param, LAYERS, SHAPE, "xavier")
 
 
 def test_the_layer_has_no_bias_but_gamma_beta_and_untrained_statistics(setup):
@@ -100,14 +105,7 @@ CONV_LAYERS = _check_layers([{"type": "conv", "filters": 3, "size": 3, "pool": 2
 
 @pytest.fixture(params=backends.names())
 def conv_setup(request):
-    if not backends.get(request.param).available()[0]:
-        pytest.skip(f"{request.param} is not available here")
-    spec = build_spec(CONV_LAYERS, CONV_SHAPE)
-    params = init_params(spec, "he", np.random.default_rng(0))
-    model = backends.get(request.param).build(spec, params, Objective("log-likelihood"), Optimizer("sgd"),
-                                              dtype="float64", device="cpu")
-    rng = np.random.default_rng(1)
-    return spec, params, model, rng.random((8, *CONV_SHAPE)) * 3 + 1, rng.integers(0, 3, size=8)
+    return built(request.param, CONV_LAYERS, CONV_SHAPE, "he")
 
 
 def conv_z(params: dict, x: np.ndarray) -> np.ndarray:
