@@ -19,6 +19,7 @@ import io
 import os
 import queue as queues
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
@@ -202,6 +203,16 @@ _events = None  # a worker's queue to the sweep's process
 def _init_worker(events) -> None:
     global _events
     _events = events
+    signal.signal(signal.SIGINT, _interrupt_once)
+
+
+def _interrupt_once(signum, frame) -> None:
+    # Ctrl-C at a terminal reaches every process of the group, and the sweep's process also
+    # forwards it to its workers (for a SIGINT sent to it alone, as `kill -INT` or a scheduler
+    # does): the second copy must not break off the clean-up the first one started, which
+    # writes the point's summary
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 _stopping = False  # this worker saw Ctrl-C: the tasks still queued to it end at once
@@ -260,7 +271,11 @@ class LocalPool:
                         drain()
                         on_event(("finished", task.point, result))
             except KeyboardInterrupt:
-                # the workers got Ctrl-C too: they end their points as interrupted and skip the rest
+                # the workers end their points as interrupted and skip the rest; a Ctrl-C at a
+                # terminal reached them already, a SIGINT sent to this process alone did not
+                for worker in multiprocessing.active_children():
+                    with contextlib.suppress(OSError):
+                        os.kill(worker.pid, signal.SIGINT)
                 pool.shutdown(wait=True, cancel_futures=True)
                 drain()
                 raise

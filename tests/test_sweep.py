@@ -385,7 +385,8 @@ def test_one_process_runs_a_sweep_at_a_time_and_compare_finds_sweeps_in_a_folder
 
 
 @needs_mnist
-def test_ctrl_c_stops_a_parallel_sweep_at_once_and_it_resumes(tmp_path):
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "kill-int-to-the-sweep-alone"])
+def test_ctrl_c_stops_a_parallel_sweep_at_once(tmp_path, to_group):
     config = write_tiny(tmp_path, epochs=40)
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "nnexp", "sweep", str(config), "--seeds", "6",
@@ -396,7 +397,10 @@ def test_ctrl_c_stops_a_parallel_sweep_at_once_and_it_resumes(tmp_path):
     while time.monotonic() < deadline and not any(
             len(Run(p).read_metrics()) >= 1 for p in runs.glob("*/seed=*")):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole group
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole group
+    else:
+        os.kill(proc.pid, signal.SIGINT)  # `kill -INT PID`: the workers hear of it from the sweep
     try:
         proc.wait(timeout=60)
     finally:
