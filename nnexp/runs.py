@@ -49,6 +49,7 @@ CHECKPOINT_FORMAT = 1
 # their temporaries can only be its own, so the lock's holder may remove them
 RUN_FILES = ("config.yaml", "env.json", "summary.json", "metrics.jsonl")
 # the stamp `make_unique_dir` puts in a run's name: <name>-<YYYYmmdd-HHMMSS>[-N]
+STAMP_FORMAT = "%Y%m%d-%H%M%S"
 _NAME_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
 
 
@@ -121,7 +122,7 @@ def make_unique_dir(parent: str | os.PathLike, name: str) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot create the runs directory {parent}: {exc.strerror}") from None
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now().strftime(STAMP_FORMAT)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "run"
     for n in range(1, 10_000):
         path = parent / (f"{safe}-{stamp}" + (f"-{n}" if n > 1 else ""))
@@ -271,15 +272,18 @@ class Run:
     def write_env(self, env: dict) -> None:
         atomic_write_text(self.path / "env.json", to_json(env))
 
+    def read_env(self) -> dict:
+        """The environment record; {} where it is missing or damaged (not a JSON object):
+        it informs, and nothing should fail for want of it."""
+        try:
+            record = json.loads((self.path / "env.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
     def add_resume_to_env(self, env: dict) -> None:
         """Record a resume beside the original environment, which stays as it was."""
-        path = self.path / "env.json"
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = {}
-        if not isinstance(record, dict):  # damaged: start a fresh record rather than fail
-            record = {}
+        record = self.read_env()  # damaged: a fresh record rather than a failure
         if not isinstance(record.get("resumes"), list):
             record["resumes"] = []
         record["resumes"].append(env)
@@ -291,21 +295,17 @@ class Run:
         by every resume; else the stamp in the directory's name; else config.yaml's mtime, the
         last resort, since ``resume --set`` rewrites that file. Never raises: a damaged or
         missing record falls through to the next."""
+        env = self.read_env()
+        if is_finite_number(env.get("unix_time")):
+            return float(env["unix_time"])
         try:
-            env = json.loads((self.path / "env.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            env = None
-        if isinstance(env, dict):
-            if is_finite_number(env.get("unix_time")):
-                return float(env["unix_time"])
-            try:
-                return datetime.fromisoformat(env["started"]).timestamp()
-            except (KeyError, TypeError, ValueError, OverflowError, OSError):
-                pass
+            return datetime.fromisoformat(env["started"]).timestamp()
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            pass
         stamp = _NAME_STAMP.search(self.path.name)
         if stamp:
             try:  # a local time to the second; "-N" orders runs made within that second
-                return datetime.strptime(stamp[1], "%Y%m%d-%H%M%S").timestamp() + int(stamp[2] or 1) * 1e-6
+                return datetime.strptime(stamp[1], STAMP_FORMAT).timestamp() + int(stamp[2] or 1) * 1e-6
             except (ValueError, OverflowError, OSError):
                 pass
         try:
