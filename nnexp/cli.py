@@ -725,7 +725,9 @@ def ensemble(runs: RunsArg,
                  help="Draw the test digits the vote gets wrong into this PNG.")] = None,
              checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None,
              backend: BackendOpt = None) -> None:
-    """Majority vote of several trained networks on their shared test set (chapter 6)."""
+    """Majority vote of several trained networks on their shared test set (chapter 6).
+
+    The vote is scored on the validation set too: choose between votes by that column."""
     from rich.markup import escape
 
     from nnexp.ensemble import plot_ensemble_errors, run_ensemble
@@ -733,12 +735,13 @@ def ensemble(runs: RunsArg,
     result, warnings = run_ensemble(runs, checkpoint=checkpoint, backend=backend, data_dir=data_dir)
     _warn(warnings)
     table = Table(title=f"majority vote ({checkpoint} checkpoints)")
-    for col in ("network", "test accuracy %", "errors"):
+    for col in ("network", "validation accuracy %", "test accuracy %", "test errors"):
         table.add_column(col, justify="left" if col == "network" else "right")
     for m in result.members:
-        table.add_row(escape(m.name), f"{100 * m.accuracy:.2f}", str(m.errors))
-    table.add_row(f"[bold]ensemble of {len(result.members)}[/]", f"[bold]{100 * result.accuracy:.2f}[/]",
-                  f"[bold]{result.errors}[/] of {result.n:,}")
+        table.add_row(escape(m.name), f"{100 * m.validation_accuracy:.2f}", f"{100 * m.accuracy:.2f}",
+                      str(m.errors))
+    table.add_row(f"[bold]ensemble of {len(result.members)}[/]", f"[bold]{100 * result.validation_accuracy:.2f}[/]",
+                  f"[bold]{100 * result.accuracy:.2f}[/]", f"[bold]{result.errors}[/] of {result.n:,}")
     _print_table(table)
     if errors is not None:
         out.print(str(plot_ensemble_errors(result, errors)), markup=False)

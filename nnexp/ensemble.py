@@ -6,7 +6,8 @@ classes with the most votes, the one with the largest output summed over all mem
 (a confident minority does not override the majority, but it does settle a draw).
 
 Members may have different architectures; they must have been trained on one dataset's
-test set, since the vote is taken image by image.
+test set, since the vote is taken image by image. The vote is taken on the validation set
+too: that, never the test score, is what may choose between votes (which members, how many).
 
 Non-goals: weighted votes, averaging outputs as the primary rule, training the members.
 """
@@ -47,18 +48,20 @@ def majority_vote(votes: np.ndarray, outputs: np.ndarray) -> np.ndarray:
 @dataclass
 class Member:
     name: str
-    accuracy: float
-    errors: int
+    accuracy: float  # test
+    errors: int  # test
+    validation_accuracy: float
 
 
 @dataclass
 class EnsembleResult:
     members: list[Member]
-    accuracy: float
-    errors: int
-    n: int
+    accuracy: float  # test
+    errors: int  # test
+    n: int  # test images
     predictions: np.ndarray  # (N,) the ensemble's answers on the test set
     test: Dataset  # whose .test split was voted on
+    validation_accuracy: float  # the same vote on the validation set
 
     @property
     def wrong(self) -> np.ndarray:
@@ -86,20 +89,27 @@ def run_ensemble(patterns: list[str | Path], *, checkpoint: str = "best", backen
         raise UserError(f"the runs must share a test set to vote; they were trained on different "
                         f"datasets ({which})")
     dataset = run_dataset(loaded[0], data_dir=data_dir)
-    members, outputs = [], []
-    n = len(dataset.test.y)
-    for member in loaded:
-        out = member.model.predict(dataset.test.x)  # (N, classes): one inference pass per member
-        if out.shape[1] != dataset.num_classes:
-            raise UserError(f"{member.run.name} has {out.shape[1]} outputs, "
-                            f"the test set {dataset.num_classes} classes")
-        wrong = int(np.sum(out.argmax(axis=1) != dataset.test.y))
-        members.append(Member(member.run.name, (n - wrong) / n, wrong))
-        outputs.append(out)
-    stacked = np.stack(outputs)  # (members, N, classes)
-    predictions = majority_vote(stacked.argmax(axis=2), stacked)
-    errors = int(np.sum(predictions != dataset.test.y))
-    return EnsembleResult(members, 1 - errors / n, errors, n, predictions, dataset), warnings
+    # (members, N, classes) per split: one inference pass per member and split
+    outputs = {split: np.stack([_predict(member, getattr(dataset, split).x, dataset.num_classes)
+                                for member in loaded])
+               for split in ("validation", "test")}
+    answers = {split: outputs[split].argmax(axis=2) for split in outputs}  # (members, N)
+    test_y, n = dataset.test.y, len(dataset.test.y)
+    members = [Member(member.run.name, accuracy=float(np.mean(test_answers == test_y)),
+                      errors=int(np.sum(test_answers != test_y)),
+                      validation_accuracy=float(np.mean(val_answers == dataset.validation.y)))
+               for member, test_answers, val_answers in zip(loaded, answers["test"], answers["validation"])]
+    vote = {split: majority_vote(answers[split], outputs[split]) for split in outputs}
+    errors = int(np.sum(vote["test"] != test_y))
+    return EnsembleResult(members, 1 - errors / n, errors, n, vote["test"], dataset,
+                          validation_accuracy=float(np.mean(vote["validation"] == dataset.validation.y))), warnings
+
+
+def _predict(member, x: np.ndarray, num_classes: int) -> np.ndarray:
+    out = member.model.predict(x)  # (N, classes)
+    if out.shape[1] != num_classes:
+        raise UserError(f"{member.run.name} has {out.shape[1]} outputs, the data set {num_classes} classes")
+    return out
 
 
 def plot_ensemble_errors(result: EnsembleResult, out: str | Path, limit: int = 100) -> Path:

@@ -15,6 +15,7 @@ from nnexp import plots
 from nnexp.cli import app
 from nnexp.ensemble import majority_vote, plot_ensemble_errors, run_ensemble
 from nnexp.errors import UserError
+from nnexp.evaluate import load_run_model
 
 needs_mnist = pytest.mark.skipif(not os.environ.get("NNEXP_DATA_DIR"),
                                  reason="NNEXP_DATA_DIR (MNIST files) is not set")
@@ -65,6 +66,13 @@ def test_ensemble_end_to_end(tmp_path):
     assert result.accuracy == pytest.approx(1 - result.errors / result.n)
     assert sorted(m.name for m in result.members) == sorted(r.name for r in runs)
     assert all(0 <= m.accuracy <= 1 and m.errors == round((1 - m.accuracy) * result.n) for m in result.members)
+    # The vote on the validation set, recomputed here from each member's own predictions.
+    val = result.test.validation
+    outputs = np.stack([load_run_model(r).model.predict(val.x) for r in runs])  # the vote ignores order
+    expected = np.mean(majority_vote(outputs.argmax(axis=2), outputs) == val.y)
+    assert result.validation_accuracy == pytest.approx(expected)
+    alone = {r.name: np.mean(o.argmax(axis=1) == val.y) for r, o in zip(runs, outputs)}
+    assert {m.name: m.validation_accuracy for m in result.members} == pytest.approx(alone)
     out = plot_ensemble_errors(result, tmp_path / "errors.png", limit=30)
     assert png_size(out) == plots.grid_pixels(30)
 
@@ -72,6 +80,7 @@ def test_ensemble_end_to_end(tmp_path):
                                    str(tmp_path / "cli.png"), "--backend", "numpy"])
     assert cli.exit_code == 0, cli.output
     assert "ensemble of 2" in cli.stdout and runs[0].name in cli.stdout
+    assert "validation accuracy %" in cli.stdout
     assert png_size(tmp_path / "cli.png")[0] == plots.grid_pixels(100)[0]
 
 
