@@ -14,6 +14,7 @@ Non-goals: weighted votes, averaging outputs as the primary rule, training the m
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,14 +96,21 @@ def run_ensemble(patterns: list[str | Path], *, checkpoint: str = "best", backen
                for split in ("validation", "test")}
     answers = {split: outputs[split].argmax(axis=2) for split in outputs}  # (members, N)
     test_y, n = dataset.test.y, len(dataset.test.y)
-    members = [Member(member.run.name, accuracy=float(np.mean(test_answers == test_y)),
+    members = [Member(label, accuracy=float(np.mean(test_answers == test_y)),
                       errors=int(np.sum(test_answers != test_y)),
                       validation_accuracy=float(np.mean(val_answers == dataset.validation.y)))
-               for member, test_answers, val_answers in zip(loaded, answers["test"], answers["validation"])]
+               for label, test_answers, val_answers in zip(_labels(paths), answers["test"], answers["validation"])]
     vote = {split: majority_vote(answers[split], outputs[split]) for split in outputs}
     errors = int(np.sum(vote["test"] != test_y))
     return EnsembleResult(members, 1 - errors / n, errors, n, vote["test"], dataset,
                           validation_accuracy=float(np.mean(vote["validation"] == dataset.validation.y))), warnings
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """Each member's name in the table: its directory's, or parent/name where two members
+    share a name (seed=1 of two sweeps)."""
+    counts = Counter(path.name for path in paths)
+    return [f"{path.parent.name}/{path.name}" if counts[path.name] > 1 else path.name for path in paths]
 
 
 def _predict(member, x: np.ndarray, num_classes: int) -> np.ndarray:

@@ -5,6 +5,7 @@ End-to-end tests need MNIST's test set: they run where NNEXP_DATA_DIR is set."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from nnexp import plots
 from nnexp.cli import app
-from nnexp.ensemble import majority_vote, plot_ensemble_errors, run_ensemble
+from nnexp.ensemble import _labels, majority_vote, plot_ensemble_errors, run_ensemble
 from nnexp.errors import UserError
 from nnexp.evaluate import load_run_model
 
@@ -82,6 +83,11 @@ def test_ensemble_end_to_end(tmp_path):
     assert "ensemble of 2" in cli.stdout and runs[0].name in cli.stdout
     assert "validation accuracy %" in cli.stdout
     assert png_size(tmp_path / "cli.png")[0] == plots.grid_pixels(100)[0]
+
+
+def test_members_of_two_sweeps_are_told_apart_by_their_parent():
+    paths = [Path("runs/bn/seed=1"), Path("runs/deep/seed=1"), Path("runs/deep/seed=2")]
+    assert _labels(paths) == ["bn/seed=1", "deep/seed=1", "seed=2"]
 
 
 def test_cli_ensemble_reports_bad_checkpoint_as_user_error(tmp_path):
