@@ -29,7 +29,7 @@ from torch import nn
 
 from nnexp import backends
 from nnexp.backends import Objective, Optimizer
-from nnexp.network import build_spec, init_params, l2_coefficient
+from nnexp.network import build_spec, init_params
 
 LAYERS = [
     {"type": "conv", "filters": 20, "size": 5, "pool": 2, "activation": "relu"},
@@ -38,7 +38,8 @@ LAYERS = [
     {"type": "softmax", "units": 10, "dropout": 0.0},
 ]
 BATCH, ETA = 10, 0.03
-L2 = l2_coefficient("network3", 0.1, 50_000, BATCH)
+OBJECTIVE = Objective.from_training("log-likelihood", "network3", 0.1, 0.0, 50_000, BATCH)
+L2 = OBJECTIVE.l2_coef  # torch.optim.SGD's weight_decay in the plain loop
 
 
 def timed(epochs: dict, steps: int, device: str, repeats: int) -> dict[str, float]:
@@ -65,7 +66,7 @@ def timed(epochs: dict, steps: int, device: str, repeats: int) -> dict[str, floa
 def nnexp_epoch(device: str, x: np.ndarray, y: np.ndarray, index: np.ndarray):
     spec = build_spec(LAYERS)
     params = init_params(spec, "network3", np.random.default_rng(0))
-    model = backends.get("torch").build(spec, params, Objective("log-likelihood", L2), Optimizer("sgd"),
+    model = backends.get("torch").build(spec, params, OBJECTIVE, Optimizer("sgd"),
                                         dtype="float32", device=device)
     return lambda: model.train_epoch(x, y, index, ETA)
 
@@ -99,7 +100,7 @@ def profile(steps: int) -> None:
     index = rng.permutation(n).reshape(steps, BATCH)
     spec = build_spec(LAYERS)
     model = backends.get("torch").build(spec, init_params(spec, "network3", np.random.default_rng(0)),
-                                        Objective("log-likelihood", L2), Optimizer("sgd"),
+                                        OBJECTIVE, Optimizer("sgd"),
                                         dtype="float32", device="cuda")
     model.train_epoch(x, y, index, ETA)  # uploads and captures
     torch.cuda.synchronize()

@@ -32,7 +32,7 @@ def numpy_stepper(x, y):
 
     spec = build_spec(CONV2_RELU)
     params = init_params(spec, "network3", np.random.default_rng(0))
-    model = get("numpy").build(spec, params, Objective("log-likelihood", L2), seed=0)
+    model = get("numpy").build(spec, params, Objective("log-likelihood", l2_coef=L2), seed=0)
 
     def run(batches):
         model.train_epoch(x, y, batches, ETA)

@@ -10,9 +10,14 @@ Overrides are config keys, dotted (``**{"training.eta": 0.5}``) or with ``__`` f
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nnexp import config as configs
+from nnexp import lifecycle
+from nnexp.config import SCHEMA
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,6 @@ class TrainedRun:
 
 
 def _key(name: str) -> str:
-    from nnexp.config import SCHEMA
-
     key = name.replace("__", ".")
     if "." not in key and key not in SCHEMA and key in SCHEMA["training"]:
         key = f"training.{key}"
@@ -37,17 +40,9 @@ def _key(name: str) -> str:
 def train(config: str | Path, *, runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
           time_limit_minutes: float | None = None, **overrides: Any) -> TrainedRun:
     """Train the network `config` describes, with `overrides`; what `nnexp train` does."""
-    import json
-    import time
-
-    from nnexp import config as configs
-    from nnexp import training
-    from nnexp.runs import Run
-
     sets = [f"{_key(name)}={json.dumps(value)}" for name, value in overrides.items()]
     cfg = configs.load(config, sets)
-    exp = training.prepare(cfg, data_dir=data_dir)  # every check before the run directory exists
-    run = Run.create(runs_dir, cfg["name"])
-    deadline = None if time_limit_minutes is None else time.monotonic() + 60 * time_limit_minutes
-    summary = training.execute(exp, run, deadline=deadline)
+    exp, run = lifecycle.new_run(cfg, runs_dir, data_dir)
+    summary = lifecycle.execute(exp, run, lifecycle.Intent.START,
+                                deadline=lifecycle.deadline_after(time_limit_minutes))
     return TrainedRun(run.path, summary, run.read_metrics(), cfg)

@@ -1,4 +1,4 @@
-"""Compare run directories: read them into rows, find what differs, group seeds, sort, format.
+"""Compare run directories: read them into rows, find what differs, group seeds, sort.
 
 `nnexp compare` answers "which of these runs did best, and what was different about it?".
 So a row shows only the config keys whose values differ between the runs shown (everything
@@ -6,7 +6,7 @@ else is noise), and runs that differ only in `seed` collapse into one row with m
 std, min, max and n: the book's claims are about a configuration, not about one lucky seed.
 
 Finding and reading the runs is `runset`'s job: incomplete runs arrive with their status,
-damaged ones as warnings.
+damaged ones as warnings. Showing a comparison (tables, markdown, CSV, JSON) is `render`'s.
 
 Non-goals: no reading of checkpoints (that is `evaluate`/`ensemble`), no statistics beyond
 mean/std/min/max (significance testing would need more seeds than anyone runs here).
@@ -14,9 +14,7 @@ mean/std/min/max (significance testing would need more seeds than anyone runs he
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import json
 import re
 import statistics
@@ -24,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nnexp.config import reference_tolerance
 from nnexp.errors import UserError
+from nnexp.runs import Status
 from nnexp.runset import METRICS, RunRecord, load_runs
+from nnexp.yamlio import parse_yaml
 
-FORMATS = ("table", "markdown", "csv", "json")
 DEFAULT_SORT = "test_accuracy"
 # `name` differs by design; backend and device have a column of their own (what actually ran).
 NOT_CONFIG_COLUMNS = ("name", "backend", "device")
@@ -134,12 +134,10 @@ class Row:
         ref, ours = self.reference, self.ours()
         if ref is None:
             return {"book": None, "ours": None, "difference": None, "tolerance": None, "verdict": None}
-        from nnexp.config import reference_tolerance
-
         tolerance = reference_tolerance(ref)
         book = ref["value"] / 100
         diff = None if ours is None else round(100 * (ours - book), 4)
-        if diff is None or self.status != "completed":
+        if diff is None or self.status != Status.COMPLETED:
             verdict = None
         elif abs(diff) <= tolerance + 1e-9:
             verdict = "reproduced"
@@ -220,7 +218,7 @@ def build(records: list[RunRecord], *, group: bool = True) -> Comparison:
     return comparison
 
 
-# --- what people read: labels, short key names, the architecture --------------------------------
+# --- what people read: labels, short key names ----------------------------------------------
 
 SYMBOLS = {"training.eta": "η", "training.lambda": "λ", "training.l1": "λ1"}
 SHORTENED = ("training", "data")  # prefixes dropped where the rest names one key alone
@@ -244,64 +242,38 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return out
 
 
-def architecture(layers: Any) -> str:
-    """A network in one line: ``conv 20@5 p2 relu → dense 100 relu → softmax 10``."""
-    if not isinstance(layers, list):
-        return "?"
-    parts = []
-    for layer in layers:
-        if not isinstance(layer, dict):
-            parts.append("?")
-            continue
-        kind, get = layer.get("type"), layer.get
-        if kind == "conv":
-            text = f"conv {get('filters')}@{get('size')}" + (f" pad{get('pad')}" if get("pad") else "")
-            text += f" s{get('stride')}" if (get("stride") or 1) > 1 else ""
-            text += " bn" if get("batch_norm") else ""
-            text += (f" p{get('pool')}" if (get("pool") or 1) > 1 else "") + f" {get('activation')}"
-        elif kind == "pool":
-            text = f"pool {get('size')}"
-        elif kind == "dense":
-            text = f"dense {get('units')} {get('activation')}" + (" bn" if get("batch_norm") else "")
-        else:
-            text = f"{kind} {get('units')}"
-        if get("dropout"):
-            text += f" drop {get('dropout'):g}"
-        if get("pool_ties") == "all":
-            text += " ties-all"
-        parts.append(text)
-    return " → ".join(parts)
+def config_cell(value: Any) -> str:
+    """A config value as labels and table cells show it (`-` where a run lacks the key)."""
+    if value is MISSING:
+        return "-"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
 
 
-def _is_arch(key: str) -> bool:
+def is_layer_key(key: str) -> bool:
+    """Whether a dotted key is about the network's layers (the architecture)."""
     return key.startswith("model.layers")
-
-
-def display_keys(comparison: Comparison) -> list[str]:
-    """The columns people see for the differing keys: one `architecture` column in place of
-    the per-layer keys, when the networks differ."""
-    keys = [k for k in comparison.keys if not _is_arch(k)]
-    return keys + (["architecture"] if any(_is_arch(k) for k in comparison.keys) else [])
-
-
-def display_value(row: Row, key: str) -> str:
-    if key == "architecture":
-        return architecture(row.runs[0].config.get("model", {}).get("layers"))
-    return config_cell(row.config_value(key))
 
 
 def _label_rows(comparison: Comparison) -> None:
     """Label each row by what differs (`η 0.25, λ 5`); rows of different networks by their
     config's name; the run's (or group's) name wherever that would leave two rows alike."""
-    keys = [k for k in comparison.keys if not _is_arch(k)]
+    keys = [k for k in comparison.keys if not is_layer_key(k)]
     short = short_names(keys)
-    arch = any(_is_arch(k) for k in comparison.keys)
+    arch = any(is_layer_key(k) for k in comparison.keys)
     names = [str(row.runs[0].config.get("name") or row.runs[0].name) for row in comparison.rows]
     if arch and len(set(names)) < len(names):
         # networks of one name: the name and what else differs, else the layer keys that differ
         with_parts = [", ".join([n, *(f"{short[k]} {config_cell(r.config_value(k))}" for k in keys)])
                       for n, r in zip(names, comparison.rows)]
-        layer_keys = [] if len(set(with_parts)) == len(with_parts) else [k for k in comparison.keys if _is_arch(k)]
+        layer_keys = [] if len(set(with_parts)) == len(with_parts) else [k for k in comparison.keys if is_layer_key(k)]
     else:
         with_parts, layer_keys = None, []
     texts = []
@@ -393,218 +365,9 @@ def sort_rows(comparison: Comparison, key: str = DEFAULT_SORT, descending: bool 
     return Comparison(present + absent, comparison.keys, comparison.grouped)
 
 
-# --- formatting -------------------------------------------------------------------------------
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
-
-
-def _epochs(stat: Stat | None) -> str:
-    return "-" if stat is None else f"{stat.mean:g}" if stat.mean == int(stat.mean) else f"{stat.mean:.1f}"
-
-
-def config_cell(value: Any) -> str:
-    if value is MISSING:
-        return "-"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
-
-
-def columns(comparison: Comparison) -> list[tuple[str, int, list[str]]]:
-    """(header, priority, cells) per column, in display order. Priority 0 is never dropped
-    (the label, status, best validation and test accuracy and their ±); a narrow terminal
-    drops the highest numbers first."""
-    spread = comparison.any_group
-    rows = comparison.rows
-    stat = lambda row, m: row.stat(m)  # noqa: E731
-    std = lambda s: "-" if s is None or s.std is None else f"{100 * s.std:.2f}"  # noqa: E731
-    val = [stat(r, "best_validation_accuracy") for r in rows]
-    test = [stat(r, "test_accuracy") for r in rows]
-    cols = [("run", 0, [r.display for r in rows]), ("status", 0, [r.status for r in rows]),
-            ("best val %", 0, [_pct(v.mean if v else None) for v in val])]
-    if spread:
-        cols.append(("±", 0, [std(v) for v in val]))
-    cols.append(("test %", 0, [_pct(t.mean if t else None) for t in test]))
-    if spread:
-        cols.append(("±", 0, [std(t) for t in test]))
-    if comparison.any_reference:
-        book = [_book_cells(r) for r in rows]
-        for i, (header, priority) in enumerate([("book %", 1), ("ours %", 1), ("Δ", 2), ("verdict", 1)]):
-            cols.append((header, priority, [b[i] for b in book]))
-    keys = display_keys(comparison)
-    short = short_names([k for k in keys if k != "architecture"])
-    for key in keys:
-        cols.append((short.get(key, key), 3 if key == "architecture" else 2, [display_value(r, key) for r in rows]))
-    if spread:
-        cols.append(("n", 4, [str(len(r.runs)) for r in rows]))
-    cols += [("epochs", 5, [_epochs(stat(r, "epochs_run")) for r in rows]),
-             ("best epoch", 5, [_epochs(stat(r, "best_epoch")) for r in rows])]
-    if spread:
-        cols += [("test min", 6, [_pct(t.min if t else None) for t in test]),
-                 ("test max", 6, [_pct(t.max if t else None) for t in test])]
-    cols += [("wall time", 4, [_duration(stat(r, "wall_time_s").mean if stat(r, "wall_time_s") else None)
-                               for r in rows]),
-             ("backend/device", 6, [f"{r.backend}/{r.device}" for r in rows])]
-    return cols
-
-
-def human_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    """Headers and string cells of every column (markdown prints them all)."""
-    cols = columns(comparison)
-    return [h for h, _, _ in cols], [list(cells) for cells in zip(*(c for _, _, c in cols))]
-
-
-SELECTION_WORDS = {"best-of-seeds": "best by val", "peak-test": "peak test", "single": "mean"}
-
-
-def _book_cells(row: Row) -> list[str]:
-    """book %, ours % (and how it was chosen), the difference in points, the verdict."""
-    v = row.verdict()
-    if v["book"] is None:
-        return ["-", "-", "-", "-"]
-    how = SELECTION_WORDS.get((row.reference or {}).get("selection"), "")
-    ours = "-" if v["ours"] is None else f"{100 * v['ours']:.2f} ({how})"
-    diff = "-" if v["difference"] is None else f"{v['difference']:+.2f}"
-    verdict = "-" if v["verdict"] is None else f"{v['verdict']} (±{v['tolerance']:g})"
-    return [f"{100 * v['book']:.2f}", ours, diff, verdict]
-
-
-def _left_aligned(comparison: Comparison) -> set[str]:
-    """Text columns: the run's label, status and backend, the architecture, and config keys
-    with no number in them (an optimiser's name, a cost); numbers line up on the right."""
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    keys = [k for k in display_keys(comparison) if k != "architecture"]
-    short = short_names(keys)
-    text_keys = {short[key] for key in keys if not any(is_number(row.config_value(key)) for row in comparison.rows)}
-    return {"run", "status", "backend/device", "verdict", "ours %", "architecture", *text_keys}
-
-
-def _table_width(cols) -> int:
-    """What rich's default box needs: each column's widest cell, 1 space each side, borders."""
-    return sum(max(len(h), *(len(c) for c in cells)) + 3 for h, _, cells in cols) + 1 if cols else 0
-
-
-def fit(comparison: Comparison, width: int | None):
-    """The comparison's columns that fit `width` (see `fit_columns`)."""
-    return fit_columns(columns(comparison), width)
-
-
-def fit_columns(cols: list[tuple[str, int, list[str]]], width: int | None):
-    """The (header, priority, cells) columns that fit `width` (None: all), dropping the
-    least important (highest priority number) first; None when even the priority-0 ones do
-    not fit."""
-    if width is None:
-        return cols
-    for cutoff in sorted({p for _, p, _ in cols}, reverse=True):
-        if _table_width(cols) <= width:
-            return cols
-        if cutoff == 0:
-            break
-        cols = [c for c in cols if c[1] < cutoff]
-    return cols if _table_width(cols) <= width else None
-
-
-def rich_table(comparison: Comparison, title: str | None = None, width: int | None = None):
-    """A rich Table that fits `width` (None: every column), or, when even the label and the
-    accuracies do not fit, one block per row."""
-    from rich.console import Group
-
-    cols = fit(comparison, width)
-    if cols is None:
-        return Group(*vertical(comparison, width))
-    return table_of(cols, _left_aligned(comparison), title)
-
-
-def table_of(cols: list[tuple[str, int, list[str]]], left: set[str], title: str | None = None,
-             styles: dict[str, list[str | None]] | None = None):
-    """A rich Table of (header, priority, cells) columns, cells never wrapped; `left` names the
-    left-aligned headers, `styles` optional per-cell styles by header."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title)
-    for header, _, _ in cols:
-        table.add_column(header, justify="left" if header in left else "right", no_wrap=True)
-    for i, cells in enumerate(zip(*(c for _, _, c in cols))):
-        # Text: a label like [seeds 1, 2] is not markup
-        table.add_row(*(Text(cell, style=((styles or {}).get(h) or [None] * (i + 1))[i] or "")
-                        for (h, _, _), cell in zip(cols, cells)))
-    return table
-
-
-def vertical(comparison: Comparison, width: int):
-    """One block per row for terminals too narrow for a table: the label on a line of its
-    own, then `header value` pairs wrapped to the width."""
-    from rich.text import Text
-
-    cols = columns(comparison)
-    blocks = []
-    for i, row in enumerate(comparison.rows):
-        blocks.append(Text(row.display, style="bold"))
-        line = ""
-        for header, _, cells in cols[1:]:
-            pair = f"{header} {cells[i]}"
-            if line and len(line) + 3 + len(pair) > width:
-                blocks.append(Text(line))
-                line = ""
-            line = f"{line} · {pair}" if line else f"  {pair}"
-        if line:
-            blocks.append(Text(line))
-    return blocks
-
-
-def markdown(comparison: Comparison) -> str:
-    headers, cells = human_table(comparison)
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    left = _left_aligned(comparison)
-    lines = ["| " + " | ".join(map(esc, headers)) + " |",
-             "|" + "|".join(":---" if h in left else "---:" for h in headers) + "|"]
-    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in cells]
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(comparison: Comparison) -> str:
-    """One header line, one line per row; lists (runs, seeds) space-separated, None empty.
-    Floats are written with repr, so they parse back to the very same numbers."""
-    rows = [machine_row(row, comparison) for row in comparison.rows]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    headers = list(rows[0]) if rows else []
-    writer.writerow(headers)
-    for row in rows:
-        writer.writerow(["" if v is None else " ".join(map(str, v)) if isinstance(v, list)
-                         else repr(v) if isinstance(v, float) else str(v).lower() if isinstance(v, bool)
-                         else v for v in row.values()])
-    return buf.getvalue()
-
-
-def to_json(comparison: Comparison) -> str:
-    return json.dumps([machine_row(row, comparison) for row in comparison.rows], indent=2, default=str) + "\n"
-
-
 def curves(comparison: Comparison) -> list[tuple[str, list[list[dict]]]]:
     """(label, per-run metric records) per row: what `plots.comparison_figure` draws."""
-    return [(row.display if row.status == "completed" else f"{row.display} ({row.status})",
+    return [(row.display if row.status == Status.COMPLETED else f"{row.display} ({row.status})",
              [r.metrics for r in row.runs]) for row in comparison.rows]
 
 
@@ -614,8 +377,6 @@ _WHERE = re.compile(r"^\s*([^=!<>\s]+)\s*(!=|<=|>=|=|<|>)\s*(.*)$")
 def parse_where(text: str) -> tuple[str, str, Any]:
     """``KEY=VALUE``, ``KEY!=VALUE``, ``KEY<VALUE``, ``KEY>VALUE`` (and <=, >=): a config key
     (``training.eta``), a metric (``test_accuracy``, fractions) or ``status``; VALUE as YAML."""
-    from nnexp.config import parse_yaml
-
     match = _WHERE.match(text)
     if not match:
         raise UserError(f"--where {text!r}: expected KEY=VALUE, KEY!=VALUE, KEY<VALUE or KEY>VALUE, "
@@ -674,13 +435,3 @@ def compare(patterns: list[str | Path], *, sort: str = DEFAULT_SORT, descending:
     if not records:
         raise UserError("no run matches --where / --status / --last")
     return sort_rows(build(records, group=group), sort, descending), warnings
-
-
-def render(comparison: Comparison, fmt: str = "table", width: int | None = None):
-    """The comparison in one of FORMATS: for "table" a rich renderable fitted to `width`
-    (None: every column, for pipes and files), text otherwise."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if fmt == "table":
-        return rich_table(comparison, width=width)
-    return {"markdown": markdown, "csv": to_csv, "json": to_json}[fmt](comparison)

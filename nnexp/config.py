@@ -1,4 +1,4 @@
-"""Experiment configs: schema, defaults, YAML loading, `--set` overrides, validation.
+"""Experiment configs: schema, defaults, loading (through `yamlio`), `--set` overrides, validation.
 
 A config file lists only what differs from the defaults below; `resolve` fills in the rest and
 returns a plain nested dict (what `nnexp show-config` prints and what a run directory keeps).
@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-import re
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ import yaml
 from nnexp.data import DATASETS
 from nnexp.data.augment import check_augment_spec
 from nnexp.errors import ConfigError
+from nnexp.network import build_spec
+from nnexp.yamlio import TYPE_NAMES, describe, parse_yaml, quote, read_yaml_file
 
 REQUIRED = object()  # marker default: the key must be given
 
@@ -155,160 +155,6 @@ LAYER_SCHEMAS: dict[str, dict[str, Field]] = {
 # ---------------------------------------------------------------------------------------------
 # Loading and overrides
 
-# Bounds on what a YAML file may make: a config is a few kB, and without them a few hundred
-# bytes of nested aliases (an alias bomb) expand to gigabytes, and deep brackets overflow the
-# stack
-MAX_YAML_BYTES = 1_000_000
-MAX_YAML_DEPTH = 100  # nested lists and mappings
-MAX_YAML_VALUES = 100_000  # every value, each alias counted as often as it is used
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _Refused(yaml.YAMLError):
-    """YAML that parses but is refused: too large, too deep, a key given twice, a scalar
-    that cannot be converted. Its message is one line; callers that catch YAMLError report
-    it as they report bad YAML."""
-
-
-def _quote(value: Any, limit: int = 60) -> str:
-    """`value` as an error message quotes it: its repr, cut short, since a value may be a
-    megabyte of text or a structure that prints as one."""
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = short.maxlong = limit
-    short.maxlevel = 3
-    try:
-        text = short.repr(value)
-    except ValueError:  # an integer too long for str() (over 4,300 digits)
-        return f"<{type(value).__name__} too large to print>"
-    return text if len(text) <= limit + 5 else text[:limit] + "..."
-
-
-def _line(mark) -> str:
-    return f"line {mark.line + 1}" if mark is not None else "an unknown line"
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading floats as YAML 1.2 does: ``1e-3`` is a number, not the
-    string YAML 1.1 makes of it (1.1 wants ``1.0e-3``), which is how people write eta.
-
-    It also refuses what a config never needs and a hostile or broken file can use to exhaust
-    memory or the stack (see MAX_YAML_*), and a key given twice in one mapping, which PyYAML
-    would silently let the second one win."""
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._nesting = 0
-        self._extent: dict[yaml.Node, tuple[int, int]] = {}  # node -> (values, depth), expanded
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            node = super().compose_node(parent, index)
-            if node not in self._extent:  # still being composed: the alias is inside its anchor
-                raise _Refused(f"alias *{event.anchor[:40]} ({_line(event.start_mark)}) "
-                               "refers to a value that contains it")
-            return node
-        collection = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
-        if collection:
-            self._nesting += 1
-            if self._nesting > MAX_YAML_DEPTH:
-                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep "
-                               f"({_line(self.peek_event().start_mark)})")
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            if collection:
-                self._nesting -= 1
-        if isinstance(node, yaml.MappingNode):
-            self._check_keys(node)
-            children = [n for pair in node.value for n in pair]
-        else:
-            children = node.value if isinstance(node, yaml.SequenceNode) else []
-        values = 1 + sum(self._extent[child][0] for child in children)
-        depth = (1 if collection else 0) + max((self._extent[child][1] for child in children), default=0)
-        if values > MAX_YAML_VALUES:
-            raise _Refused(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded "
-                           f"({_line(node.start_mark)})")
-        if depth > MAX_YAML_DEPTH:
-            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep once its aliases are "
-                           f"expanded ({_line(node.start_mark)})")
-        self._extent[node] = (values, depth)
-        return node
-
-    def construct_object(self, node, deep=False):
-        """PyYAML's, with a scalar it cannot convert (an integer of 5,000 digits, the date
-        2001-13-45) a YAMLError like any other bad YAML, not a bare ValueError."""
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            kind = node.tag.rsplit(":", 1)[-1]
-            raise _Refused(f"cannot read the {kind} at {_line(node.start_mark)}: "
-                           f"{' '.join(str(exc).split())[:80]}") from None
-
-    def _check_keys(self, node: yaml.MappingNode) -> None:
-        """A key given twice in one mapping is a mistake (the first value would be silently
-        lost); keys merged in with ``<<`` may be overridden, as merging is for."""
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-                continue
-            key = self.construct_object(key_node)
-            first = seen.setdefault(key, key_node.start_mark)
-            if first is not key_node.start_mark:
-                second = key_node.start_mark
-                where = (f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
-                         if first.line == second.line else f"lines {first.line + 1} and {second.line + 1}")
-                raise _Refused(f"key {_quote(key)} is given twice ({where})")
-
-
-_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
-                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                   |[-+]?\.(?:inf|Inf|INF)
-                   |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def parse_yaml(text: str):
-    """One YAML document, within the MAX_YAML_* bounds (a YAMLError beyond them)."""
-    if len(text) > MAX_YAML_BYTES:
-        raise _Refused(f"larger than {MAX_YAML_BYTES:,} bytes")
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-def read_yaml_file(path: str | Path, error=ConfigError) -> dict:
-    """A YAML file whose top level is a mapping; any problem is one line, as `error`."""
-    path = Path(path)
-    fail = (lambda msg: error("", msg)) if error is ConfigError else error
-    if not path.is_file():
-        raise fail(f"file not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_YAML_BYTES + 1)  # never more: the file may be huge, or growing
-        if len(data) > MAX_YAML_BYTES:
-            raise fail(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; a config is a few kB")
-        raw = parse_yaml(data.decode("utf-8"))
-    except _Refused as exc:
-        raise fail(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
-        problem = problem if len(problem) <= 120 else problem[:117] + "..."  # it may quote a tag
-        raise fail(f"{path}: YAML syntax error{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"{path}: cannot be read ({exc.__class__.__name__})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise fail(f"{path}: the top level must be a mapping of keys, not {_kind(raw)}")
-    return raw
-
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config file into a dict; `name` defaults to the file's stem."""
@@ -333,11 +179,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError("", f"--set expects key.path=value, got {_quote(item)}")
+            raise ConfigError("", f"--set expects key.path=value, got {quote(item)}")
         try:
             value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError:
-            raise ConfigError(key, f"--set value {_quote(text)} is not valid YAML") from None
+            raise ConfigError(key, f"--set value {quote(text)} is not valid YAML") from None
         parts = key.split(".")
         node: Any = raw
         for depth, part in enumerate(parts):
@@ -356,23 +202,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 else:
                     node = node.setdefault(part, {})
             else:
-                raise ConfigError(here, f"cannot set a key inside {_kind(node)}")
+                raise ConfigError(here, f"cannot set a key inside {describe(node)}")
     return raw
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation
-
-
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-               list: "a list", dict: "a mapping"}
-
-
-def _kind(value: Any) -> str:
-    """How a value reads in an error message."""
-    if value is None:
-        return "null"
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def _suggest(word: str, options) -> str:
@@ -388,22 +223,22 @@ def _check_field(path: str, field: Field, value: Any) -> Any:
     types = field.type if isinstance(field.type, tuple) else (field.type,)
     # YAML's `true` is an int to Python; a boolean is never a number here.
     if isinstance(value, bool) and bool not in types:
-        raise ConfigError(path, f"expected {_TYPE_NAMES[types[0]]}, got a boolean ({value})")
+        raise ConfigError(path, f"expected {TYPE_NAMES[types[0]]}, got a boolean ({value})")
     if float in types and isinstance(value, int):
         value = float(value)
     if not isinstance(value, types):
-        raise ConfigError(path, f"expected {_TYPE_NAMES[types[0]]}, got {_kind(value)} ({_quote(value)})")
+        raise ConfigError(path, f"expected {TYPE_NAMES[types[0]]}, got {describe(value)} ({quote(value)})")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(path, f"must be a finite number, got {value}")
     if field.choices is not None and value not in field.choices:
-        raise ConfigError(path, f"unknown value {_quote(value)}; valid: {', '.join(field.choices)}"
+        raise ConfigError(path, f"unknown value {quote(value)}; valid: {', '.join(field.choices)}"
                           + _suggest(value, field.choices))
     if field.min is not None and (value < field.min or (field.min_exclusive and value == field.min)):
         op = ">" if field.min_exclusive else ">="
-        raise ConfigError(path, f"must be {op} {field.min:g}, got {_quote(value)}")
+        raise ConfigError(path, f"must be {op} {field.min:g}, got {quote(value)}")
     if field.max is not None and (value > field.max or (field.max_exclusive and value == field.max)):
         op = "<" if field.max_exclusive else "<="
-        raise ConfigError(path, f"must be {op} {field.max:g}, got {_quote(value)}")
+        raise ConfigError(path, f"must be {op} {field.max:g}, got {quote(value)}")
     return value
 
 
@@ -412,7 +247,7 @@ def _check_mapping(path: str, schema: dict[str, Any], raw: Any) -> dict:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(path, f"expected a mapping, got {_kind(raw)}")
+        raise ConfigError(path, f"expected a mapping, got {describe(raw)}")
     for key in raw:
         if key not in schema:
             where = f"{path}.{key}" if path else str(key)
@@ -441,12 +276,12 @@ def _check_layers(layers: list) -> list[dict]:
     for i, layer in enumerate(layers):
         path = f"model.layers.{i}"
         if not isinstance(layer, dict):
-            raise ConfigError(path, f"expected a mapping like {{type: dense, units: 100}}, got {_kind(layer)}")
+            raise ConfigError(path, f"expected a mapping like {{type: dense, units: 100}}, got {describe(layer)}")
         kind = layer.get("type")
         if kind is None:
             raise ConfigError(f"{path}.type", f"is required; valid: {', '.join(LAYER_SCHEMAS)}")
         if not isinstance(kind, str) or kind not in LAYER_SCHEMAS:
-            raise ConfigError(f"{path}.type", f"unknown layer type {_quote(kind)}; valid: "
+            raise ConfigError(f"{path}.type", f"unknown layer type {quote(kind)}; valid: "
                               f"{', '.join(LAYER_SCHEMAS)}" + _suggest(kind, LAYER_SCHEMAS))
         body = {k: v for k, v in layer.items() if k != "type"}
         out.append({"type": kind, **_check_mapping(path, LAYER_SCHEMAS[kind], body)})
@@ -502,8 +337,6 @@ NAME_LIMIT = 100  # characters: a run directory's name adds a timestamp, and fil
 
 def resolve(raw: dict) -> dict:
     """Validate a raw config dict and return the fully resolved config (defaults filled in)."""
-    from nnexp.network import build_spec  # shape inference; imported here to keep import order flat
-
     cfg = _check_mapping("", SCHEMA, raw)
     if len(cfg["name"]) > NAME_LIMIT or not cfg["name"].strip():
         raise ConfigError("name", f"must be 1 to {NAME_LIMIT} characters, got {len(cfg['name'])}")
@@ -547,3 +380,18 @@ def load(path: str | Path, overrides: list[str] | None = None) -> dict:
 def dump(cfg: dict) -> str:
     """The resolved config as YAML, keys in schema order."""
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=100)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists as dotted keys: ``{"model.layers.2.units": 100, ...}``.
+
+    List items are addressed by index, as `--set` addresses them, so two layer lists of
+    different lengths differ exactly in the keys of the extra layers.
+    """
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+    if items is None or not value:  # a leaf, or an empty container (kept, so it can differ)
+        return {prefix: value} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, sub in items:
+        out.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return out

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nnexp import backends, config
+from nnexp import backends
 from nnexp.backends import Model, Objective
 from nnexp.data import Dataset, load_dataset
 from nnexp.errors import RunDirError
-from nnexp.network import NetworkSpec, build_spec
+from nnexp.network import NetworkSpec
 from nnexp.runs import Run, is_finite_number
 
 
@@ -33,8 +33,7 @@ def load_run_model(run: Run, *, checkpoint: str = "best", backend: str | None = 
     """The run's network with the parameters of its `best` or `last` checkpoint."""
     if checkpoint not in ("best", "last"):
         raise RunDirError(f"unknown checkpoint {checkpoint!r}; valid: best, last")
-    cfg = config.resolve(run.read_config())
-    spec = build_spec(cfg["model"]["layers"])
+    cfg, spec = run.config(), run.spec()
     params, meta, _ = run.load_checkpoint(checkpoint)
     expected = spec.param_shapes()
     for name, shape in expected.items():

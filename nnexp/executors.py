@@ -1,7 +1,7 @@
 """Where a sweep's points run: in this process, in a pool of local processes, or on Ray.
 
 Every executor runs the same function on each point, `run_task`, which calls the one entry
-point for a run (`train.execute`) with a data-set cache that lives as long as the process,
+point for a run (`lifecycle.execute`) with the task's intent, with a data-set cache that lives as long as the process,
 so a worker reads MNIST once however many points it trains. An executor reports what
 happens through one callback, always called in the sweep's own process and thread:
 
@@ -16,20 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import multiprocessing
 import os
 import queue as queues
 import shutil
 import signal
+import socket
 import sys
 import tarfile
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
+from threadpoolctl import threadpool_limits
+
 from nnexp.errors import NnexpError, RunFailed, UserError
-from nnexp.training import DataCache, SilentReporter
+from nnexp.lifecycle import Intent, execute
+from nnexp.runs import Run, Status
+from nnexp.training import DataCache, SilentReporter, prepare
 
 Event = tuple[str, str, object]
 OnEvent = Callable[[Event], None]
@@ -46,14 +54,14 @@ class Task:
     config: dict  # resolved
     run_dir: str
     data_dir: str | None = None
-    retry_failed: bool = False
+    intent: Intent = Intent.CONTINUE  # RETRY starts diverged and failed points over
     threads: int = 1  # BLAS and torch threads for this point
 
 
 @dataclass(frozen=True)
 class Outcome:
     point: str
-    status: str  # completed | interrupted | diverged | failed
+    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED; LOST where a worker died
     summary: dict | None
     error: str | None = None
     seconds: float = 0.0  # wall time of run_task, data loading included
@@ -100,8 +108,6 @@ def _thread_limit(threads: int):
     """BLAS (and OpenMP) limited to `threads` for the block. Sums in float32 come out in
     another order with another thread count, so a point gets the same number of threads
     whichever executor runs it: that keeps its metrics identical everywhere."""
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(limits=threads):
         yield
 
@@ -117,16 +123,13 @@ def _torch_threads(threads: int) -> int | None:
 
 
 def run_task(task: Task, send: Callable[[Event], None] | None = None) -> Outcome:
-    """Bring one point's run directory as far as it goes (`train.execute`), with
+    """Bring one point's run directory as far as it goes (`lifecycle.execute`), with
     `task.threads` threads."""
     with _thread_limit(task.threads):
         return _run_task(task, send)
 
 
 def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
-    from nnexp import training as train
-    from nnexp.runs import Run
-
     started = time.perf_counter()
 
     def outcome(status, summary, error=None):
@@ -136,18 +139,18 @@ def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
         send(("started", task.point, None))
     run, torch_threads = Run(task.run_dir), None
     try:
-        exp = train.prepare(task.config, data_dir=task.data_dir, datasets=_cache())
+        exp = prepare(task.config, data_dir=task.data_dir, datasets=_cache())
         torch_threads = _torch_threads(task.threads)  # the backend has imported torch by now
         run = Run.at(task.run_dir)
         reporter = _EpochReporter(task.point, task.config["training"]["epochs"], send)
-        summary = train.execute(exp, run, reporter, retry_failed=task.retry_failed)
+        summary = execute(exp, run, task.intent, reporter)
         return outcome(summary["status"], summary)
     except RunFailed as exc:  # it diverged: its run directory says so too
-        return outcome("diverged", _summary_or_none(run), str(exc))
+        return outcome(Status.DIVERGED, _summary_or_none(run), str(exc))
     except NnexpError as exc:
-        return outcome("failed", _summary_or_none(run), str(exc))
+        return outcome(Status.FAILED, _summary_or_none(run), str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug or the environment: this point fails, not the sweep
-        return outcome("failed", _summary_or_none(run), f"{type(exc).__name__}: {exc}")
+        return outcome(Status.FAILED, _summary_or_none(run), f"{type(exc).__name__}: {exc}")
     finally:
         if torch_threads is not None:
             _torch_threads(torch_threads)
@@ -221,12 +224,12 @@ _stopping = False  # this worker saw Ctrl-C: the tasks still queued to it end at
 def _pooled_task(task: Task) -> Outcome:
     global _stopping
     if _stopping:
-        return Outcome(task.point, "interrupted", None, "not started: the sweep was interrupted")
+        return Outcome(task.point, Status.INTERRUPTED, None, "not started: the sweep was interrupted")
     try:
         return run_task(task, _events.put)
     except KeyboardInterrupt:  # the run directory says interrupted; so does the outcome
         _stopping = True
-        return Outcome(task.point, "interrupted", None, "interrupted")
+        return Outcome(task.point, Status.INTERRUPTED, None, "interrupted")
 
 
 class LocalPool:
@@ -237,9 +240,6 @@ class LocalPool:
         self.description = f"{jobs} local processes, {self.threads} thread{'s' * (self.threads > 1)} each"
 
     def run(self, tasks: list[Task], on_event: OnEvent) -> None:
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
         # spawn, not fork: torch and BLAS thread pools do not survive a fork, and a fresh
         # process reads the thread counts set just below
         context = multiprocessing.get_context("spawn")
@@ -267,7 +267,7 @@ class LocalPool:
                             result = future.result()
                         except Exception as exc:  # noqa: BLE001 - a worker process died (out of memory, killed)
                             # "lost", not "failed": its run directory decides, and it resumes next time
-                            result = Outcome(task.point, "lost", None, f"worker lost: {type(exc).__name__}")
+                            result = Outcome(task.point, Status.LOST, None, f"worker lost: {type(exc).__name__}")
                         drain()
                         on_event(("finished", task.point, result))
             except KeyboardInterrupt:
@@ -336,7 +336,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None, jobs: int | None, threads: int, retries: int = 2):
         try:
-            import ray
+            import ray  # lazily: Ray takes seconds to import, and only this executor needs it
         except ImportError:
             raise UserError('the ray executor needs Ray: pip install -e ".[ray]"') from None
         self.ray, self.address, self.threads, self.retries = ray, address, threads, retries
@@ -359,8 +359,6 @@ class RayExecutor:
                 ray.shutdown()
 
     def _connect(self) -> None:
-        import logging
-
         ray, env = self.ray, {var: str(self.threads) for var in THREAD_VARS}
         if self.address is None:
             # a private Ray needs no token; the cluster's own settings rule otherwise
@@ -369,8 +367,6 @@ class RayExecutor:
             # Ray retries an unreachable address for many minutes: fail fast instead
             host, _, port = self.address.rpartition(":")
             try:
-                import socket
-
                 socket.create_connection((host, int(port)), timeout=5).close()
             except (OSError, ValueError) as exc:
                 raise UserError(f"cannot reach the Ray cluster at {self.address}: "
@@ -407,14 +403,12 @@ class RayExecutor:
         except Exception as exc:  # noqa: BLE001 - a task that failed on Ray, retries spent
             cause = getattr(exc, "cause", None) or exc  # a RayTaskError's str has colours and a traceback
             text = str(cause).strip().splitlines()
-            return Outcome(task.point, "failed", None,
+            return Outcome(task.point, Status.FAILED, None,
                            f"on Ray: {type(cause).__name__}: {text[-1] if text else ''}".rstrip(": "))
         path = Path(task.run_dir)
         unpack_dir(archive, path)
         summary = outcome.summary
         if summary is not None:  # it names the worker's scratch directory: name this one
-            from nnexp.runs import Run
-
             summary = {**summary, "run_dir": str(path)}
             Run(path).write_summary(summary)
         return replace(outcome, summary=summary)

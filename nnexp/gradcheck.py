@@ -172,11 +172,12 @@ def _errors(analytic: np.ndarray, numeric: np.ndarray, cost: np.ndarray, step: f
 
 
 def gradcheck(cfg: dict, *, examples: int = 3, max_entries: int | None = 30,
-              l2: float | None = None) -> tuple[NetworkSpec, list[ParamCheck]]:
+              l2_coef: float | None = None) -> tuple[NetworkSpec, list[ParamCheck]]:
     """Check the backend named in `cfg` on its network, with the config's cost and init.
 
     The L2 and L1 coefficients are lambda and l1 themselves (rather than the tiny lambda*m/n
-    of a real run) so that the penalties' gradients are large enough to be checked too.
+    of a real run) so that the penalties' gradients are large enough to be checked too;
+    `l2_coef` sets the L2 one instead.
     """
     backend = backends.get(cfg["backend"])
     spec = build_spec(cfg["model"]["layers"])
@@ -188,8 +189,8 @@ def gradcheck(cfg: dict, *, examples: int = 3, max_entries: int | None = 30,
         for name in params:
             if np.all(params[name] == 0):
                 params[name] = rng.normal(0.0, 0.1, size=params[name].shape)
-    objective = Objective(cfg["training"]["cost"], cfg["training"]["lambda"] if l2 is None else l2,
-                          cfg["training"]["l1"])
+    objective = Objective(cfg["training"]["cost"], l2_coef=cfg["training"]["lambda"] if l2_coef is None else l2_coef,
+                          l1_coef=cfg["training"]["l1"])
     model = backend.build(spec, params, objective, dtype="float64",
                           device=backend.resolve_device(cfg["device"]), seed=0)
     x = rng.random((examples, *spec.input_shape))

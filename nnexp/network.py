@@ -77,6 +77,21 @@ class LayerSpec:
             return {"w": w, **{key: (self.units,) for key in ("gamma", "beta", *BUFFERS)}}
         return {"w": w, "b": (self.units,)}
 
+    def brief(self) -> str:
+        """The layer in a few words, for a table's cell: ``conv 20@5 p2 relu``."""
+        if self.type == "conv":
+            text = f"conv {self.out_shape[0]}@{self.size}" + (f" pad{self.pad}" if self.pad else "")
+            text += (f" s{self.stride}" if self.stride > 1 else "") + (" bn" if self.batch_norm else "")
+            text += (f" p{self.pool}" if self.pool > 1 else "") + f" {self.activation}"
+        elif self.type == "pool":
+            text = f"pool {self.size}"
+        elif self.type == "dense":
+            text = f"dense {self.n_out} {self.activation}" + (" bn" if self.batch_norm else "")
+        else:
+            text = f"{self.type} {self.n_out}"
+        text += f" drop {self.dropout:g}" if self.dropout else ""
+        return text + (" ties-all" if self.pool_ties == "all" else "")
+
     def describe(self) -> str:
         shape = "x".join(map(str, self.out_shape))
         if self.type == "conv":
@@ -230,26 +245,3 @@ def init_params(spec: NetworkSpec, init: str, rng: np.random.Generator,
             b = rng.normal(0.0, 1.0, size=b_shape) if book_biases else np.zeros(b_shape)
         params[f"{layer.index}.w"], params[f"{layer.index}.b"] = w, b
     return params
-
-
-def penalty_scale(form: str, n_train: int, batch_size: int) -> float:
-    """What a penalty strength (lambda) is multiplied by before it meets the mean mini-batch
-    cost, in each code base's form (`training.l2`):
-
-    network2 (chapter 3): C = C0 + lmbda/(2n) sum w^2, and C0 + (lmbda/n) sum |w| for L1: 1/n.
-    network3 (chapter 6): cost + 0.5*lmbda*sum||W||^2 / num_training_batches, and
-    num_training_batches = n/m: m/n, m times stronger than network2's.
-    plain (Saitoh): loss + 0.5*lmbda*sum||W||^2, whatever n and m: 1.
-    """
-    if form == "plain":
-        return 1.0
-    if form == "network2":
-        return 1.0 / n_train
-    if form == "network3":
-        return batch_size / n_train
-    raise ValueError(f"unknown L2 form {form!r}")
-
-
-def l2_coefficient(form: str, lmbda: float, n_train: int, batch_size: int) -> float:
-    """The c in the penalty ``0.5 * c * sum ||W||^2`` added to the mean mini-batch cost."""
-    return lmbda * penalty_scale(form, n_train, batch_size)

@@ -300,9 +300,9 @@ def conv_weights(path: str | Path, layer: int | None = None, checkpoint: str = "
     Pointing at any other kind of layer is a UserError naming the layers there are.
     """
     run = Run.open(path)
-    layers = run.read_config().get("model", {}).get("layers") or []
-    kinds = ", ".join(f"{i}: {l.get('type')}" for i, l in enumerate(layers))
-    conv = [i for i, l in enumerate(layers) if l.get("type") == "conv"]
+    layers = run.spec().layers
+    kinds = ", ".join(f"{i}: {l.type}" for i, l in enumerate(layers))
+    conv = [i for i, l in enumerate(layers) if l.type == "conv"]
     if layer is None:
         if not conv:
             raise UserError(f"{run.path} has no conv layer (layers {kinds})")
@@ -310,7 +310,7 @@ def conv_weights(path: str | Path, layer: int | None = None, checkpoint: str = "
     elif not 0 <= layer < len(layers):
         raise UserError(f"--layer {layer}: {run.path} has layers 0..{len(layers) - 1} ({kinds})")
     elif layer not in conv:
-        raise UserError(f"--layer {layer} is a {layers[layer].get('type')} layer, not conv "
+        raise UserError(f"--layer {layer} is a {layers[layer].type} layer, not conv "
                         f"(layers {kinds})")
     params, _, _ = run.load_checkpoint(checkpoint)
     weights = params.get(f"{layer}.w")

@@ -14,6 +14,9 @@ Directories are created with one atomic mkdir, so two runs started at the same m
 share one. Every JSON and checkpoint file is written to a temporary file and renamed, so a
 crash leaves the previous version, never half of a new one. Checkpoints are plain arrays
 (``param/<name>``) plus JSON metadata: any backend can load them.
+
+Everyone else asks the run: where it stands (`Run.status`, one of `Status`), its config
+resolved (`Run.config`) and its network (`Run.spec`); `is_new_best` is the best-epoch rule.
 """
 
 from __future__ import annotations
@@ -23,63 +26,63 @@ import io
 import json
 import math
 import os
-import platform
 import re
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from datetime import datetime
-from importlib import metadata
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
-from nnexp.errors import RunDirError
-from nnexp.fileio import atomic_path, temporary_target
+from nnexp import config as configs
+from nnexp.errors import RunDirError, UserError
+from nnexp.fileio import atomic_write_bytes, atomic_write_text, temporary_target, to_json
+from nnexp.network import NetworkSpec, build_spec
+from nnexp.yamlio import read_yaml_file
 
 try:
     import fcntl
 except ImportError:  # Windows: `_file_lock` stands in
     fcntl = None
 
+
+
+class Status(StrEnum):
+    """Where a run (or a sweep's point) stands: the one list of these words.
+
+    The training loop writes the first five into summary.json; the others are inferred by
+    readers: from the lock (`KILLED`), from a missing summary (`STARTING`, `UNKNOWN`), from a
+    sweep's manifest (`PENDING`, `DAMAGED`) and from an executor that lost its worker (`LOST`).
+    A StrEnum, so a status compares equal to its word and is written to JSON as it."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or --time-limit: resumable
+    DIVERGED = "diverged"  # the cost became NaN or infinite
+    FAILED = "failed"  # a bug or the environment (a full disk) stopped it
+    KILLED = "killed"  # summary says running, but no process holds the run
+    STARTING = "starting"  # no summary and no epoch yet
+    UNKNOWN = "unknown"  # epochs recorded, but no summary
+    PENDING = "pending"  # a sweep's point not yet started
+    DAMAGED = "damaged"  # a sweep's point whose run directory cannot be read
+    LOST = "lost"  # an executor lost the worker running the point: its run directory decides
+
+
+# Statuses a run does not leave by itself: a sweep skips them, and only a retry (diverged,
+# failed, damaged: RETRYABLE) runs them again
+FINAL = frozenset({Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.DAMAGED})
+RETRYABLE = frozenset({Status.DIVERGED, Status.FAILED, Status.DAMAGED})
+
 CHECKPOINT_FORMAT = 1
+# A sweep directory holds this manifest beside its points' run directories (written by
+# `batch.SweepDir`); readers of runs recognise a sweep by it
+MANIFEST = "sweep.json"
 # The files a run's training process writes through `atomic_path`, beside checkpoints/*.npz:
 # their temporaries can only be its own, so the lock's holder may remove them
 RUN_FILES = ("config.yaml", "env.json", "summary.json", "metrics.jsonl")
 # the stamp `make_unique_dir` puts in a run's name: <name>-<YYYYmmdd-HHMMSS>[-N]
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
 _NAME_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _plain(value):
-    """`value` with NumPy types made Python ones and NaN/inf made None: strict JSON that jq
-    and every other parser reads (a diverged epoch's cost is NaN)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def to_json(value, indent: int | None = 2) -> str:
-    return json.dumps(_plain(value), indent=indent, allow_nan=False)
 
 
 def _file_lock(path: Path):
@@ -260,14 +263,47 @@ class Run:
     # --- config, environment, summary ---------------------------------------------------------
 
     def write_config(self, cfg: dict) -> None:
-        from nnexp.config import dump
-
-        atomic_write_text(self.path / "config.yaml", dump(cfg))
+        atomic_write_text(self.path / "config.yaml", configs.dump(cfg))
 
     def read_config(self) -> dict:
-        from nnexp.config import read_yaml_file
-
+        """config.yaml as written: a damaged file is a RunDirError naming it."""
         return read_yaml_file(self.path / "config.yaml", error=RunDirError)
+
+    def config(self, *, lenient: bool = False) -> dict:
+        """The run's config resolved again: keys added to nnexp since the run started read as
+        their defaults, so a new key is never mistaken for a change. A config that no longer
+        validates is a ConfigError, or with `lenient` (readers comparing old runs) the
+        config as written."""
+        raw = self.read_config()
+        try:
+            return configs.resolve(raw)
+        except UserError:
+            if lenient:
+                return raw
+            raise
+
+    def spec(self) -> NetworkSpec:
+        """The network this run trains: shapes, parameter names and layouts."""
+        return build_spec(self.config()["model"]["layers"])
+
+    def status(self, summary: dict | None = None, *, epochs: int | None = None) -> Status:
+        """Where the run stands, from its summary (read here unless given) and its lock: a run
+        whose summary says running but which no process holds died without a word (KILLED,
+        resumable); one with no summary yet is STARTING, or UNKNOWN once it has `epochs`
+        (counted from metrics.jsonl unless given). A damaged summary is a RunDirError."""
+        if summary is None:
+            summary = self.read_summary()
+        if summary is None:
+            if epochs is None:
+                epochs = len(self.read_metrics(strict=False))
+            return Status.UNKNOWN if epochs else Status.STARTING
+        try:
+            status = Status(summary.get("status") or Status.UNKNOWN)
+        except ValueError:
+            return Status.UNKNOWN
+        if status == Status.RUNNING and not self.is_locked():
+            return Status.KILLED
+        return status
 
     def write_env(self, env: dict) -> None:
         atomic_write_text(self.path / "env.json", to_json(env))
@@ -471,54 +507,22 @@ def is_finite_number(value) -> bool:
         return False
 
 
+def is_new_best(validation_accuracy: float, best_so_far: float) -> bool:
+    """The best-epoch rule, the book's: the epoch of highest validation accuracy, ties going
+    to the later epoch. The training loop keeps that epoch's checkpoint and test accuracy."""
+    return validation_accuracy >= best_so_far
+
+
 def best_record(metrics: list[dict]) -> dict | None:
-    """The record of the best-validation epoch, ties going to the later epoch: the training
-    loop's rule, for readers of runs that have no summary (yet)."""
+    """The record of the best-validation epoch by `is_new_best`, for readers of runs that
+    have no summary (yet)."""
     best = None
     for record in metrics:
         acc = record.get("validation_accuracy")
-        if is_finite_number(acc) and (
-                best is None or acc >= best["validation_accuracy"]):
+        if is_finite_number(acc) and (best is None or is_new_best(acc, best["validation_accuracy"])):
             best = record
     return best
 
 
-# --- environment ------------------------------------------------------------------------------
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)  # reads metadata only: never imports torch
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git(*args: str) -> str | None:
-    source = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True,
-                             timeout=5, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def environment() -> dict:
-    """What produced a run: versions, the source's git commit, the command line, the host."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {
-        "nnexp": _version("nnexp"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": _version("torch"),
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "git_commit": commit,
-        "git_dirty": bool(status) if commit else None,
-        "command": sys.argv,
-        "cwd": os.getcwd(),
-        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "unix_time": time.time(),
-    }
+def is_sweep_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST).is_file()

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnexp.config import resolve
+from nnexp.config import flatten
 from nnexp.errors import RunDirError, UserError
-from nnexp.runs import Run, best_record, is_finite_number
-from nnexp.sweep import SweepDir
+from nnexp.runs import Run, Status, best_record, is_finite_number, is_sweep_dir
 
 METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
 
@@ -34,27 +33,12 @@ class RunRecord:
     flat: dict[str, Any]
     summary: dict | None
     metrics: list[dict]
-    status: str
+    status: Status
     values: dict[str, float | int | None]  # one per METRICS
 
     @property
     def name(self) -> str:
         return self.run.name
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts and lists as dotted keys: ``{"model.layers.2.units": 100, ...}``.
-
-    List items are addressed by index, as `--set` addresses them, so two layer lists of
-    different lengths differ exactly in the keys of the extra layers.
-    """
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
-    if items is None or not value:  # a leaf, or an empty container (kept, so it can differ)
-        return {prefix: value} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, sub in items:
-        out.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def _values_from_metrics(metrics: list[dict]) -> dict:
@@ -74,31 +58,18 @@ def _number(value: Any) -> float | int | None:
     return value if is_finite_number(value) else None
 
 
-def _with_current_defaults(config: dict) -> dict:
-    """The run's config with any key added to nnexp since then filled in with its default,
-    so a new key never looks like a difference between old and new runs. A config that no
-    longer validates is compared as written."""
-    try:
-        return resolve(config)
-    except UserError:
-        return config
-
-
 def read_run(path: str | Path) -> RunRecord:
     """One run directory as a record; a damaged one (its config, its summary, or any
     metrics.jsonl line but a torn last one) is a RunDirError, which `load_runs` turns into a
     warning: numbers recomputed from part of a run's records would look like its own."""
     run = Run.open(path)
-    config = _with_current_defaults(run.read_config())
+    config = run.config(lenient=True)  # a config that no longer validates is compared as written
     summary = run.read_summary()  # a dict or None: anything else is a RunDirError
     metrics = run.read_metrics(strict=True)
+    status = run.status(summary, epochs=len(metrics))
     if summary is None:
-        status = "unknown" if metrics else "starting"
         values = _values_from_metrics(metrics)
     else:
-        status = str(summary.get("status") or "unknown")
-        if status == "running" and not run.is_locked():
-            status = "killed"  # no process holds the run: it died without a word; resumable
         fallback = _values_from_metrics(metrics)
         # a value that is not a number (null, or damage such as "abc") is recomputed
         values = {k: fallback[k] if _number(summary.get(k)) is None else summary[k] for k in METRICS}
@@ -151,7 +122,7 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
                 add(path)
                 continue
             # a folder of runs, a sweep directory, or a folder of those
-            children = _runs_in(path) + [run for sub in _folders(path) if SweepDir.is_sweep(sub)
+            children = _runs_in(path) + [run for sub in _folders(path) if is_sweep_dir(sub)
                                          for run in _runs_in(sub)]
             if not children:
                 warnings.append(f"{path} is not a run directory and holds none")

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from nnexp.errors import UserError
+from nnexp.yamlio import parse_yaml
 
 DISTRIBUTIONS = ("log-uniform", "uniform", "choice")
 
@@ -43,8 +44,6 @@ class Sample:
 
 def parse_sample(text: str) -> Sample:
     """``KEY=KIND:ARGS`` -> Sample; a malformed spec is a UserError that quotes it."""
-    from nnexp.config import parse_yaml
-
     def bad(why: str) -> UserError:
         return UserError(f"--sample {text!r}: {why}")
 

@@ -1,18 +1,9 @@
-"""Many runs as one experiment: a sweep's points, its directory and its manifest.
+"""A sweep's plan: which runs make one experiment.
 
 A sweep is one or more base configs and a list of points, each a set of config overrides:
-the cartesian product of a grid with a list of seeds, or the random draws of a search. Every
-point is an ordinary run directory inside the sweep directory, named by the point's id, so
-everything that works on a run works on a point, and `nnexp compare DIR` compares them all:
-
-    runs/<name>-<YYYYmmdd-HHMMSS>/
-      sweep.json          the manifest: the base configs, each point's overrides and status
-      eta=0.25,seed=1/    a run directory (config.yaml, metrics.jsonl, checkpoints/, ...)
-      ...
-
-Running a sweep again skips completed points and resumes the others from their last epoch;
-`train.execute` makes that decision per point, from the point's own run directory. Only the
-process that runs the sweep writes the manifest; the executors (`executors.py`) run points.
+the cartesian product of a grid with a list of seeds, or the random draws of a search. Each
+point becomes an ordinary run directory named by the point's id inside the sweep directory
+(`batch.SweepDir`, which keeps the plan in its manifest and runs the points).
 
 A sweep file is YAML with a `config:` key (a path relative to the file, a list of paths, or
 an inline mapping) and optionally `name:`, `set:`, `grid:`, `seeds:` and `variants:`, named
@@ -28,18 +19,14 @@ import hashlib
 import itertools
 import json
 import re
-import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from nnexp import config
-from nnexp.errors import ConfigError, RunDirError, UserError
-from nnexp.runs import Run, atomic_write_text, make_unique_dir, to_json
-
-MANIFEST = "sweep.json"
-MANIFEST_FORMAT = 1
+from nnexp.config import flatten
+from nnexp.errors import ConfigError, UserError
+from nnexp.yamlio import parse_yaml, read_yaml_file
 SWEEP_FILE_KEYS = ("name", "config", "set", "grid", "seeds", "variants")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 ID_LIMIT = 80  # characters; longer ids are cut and made unique by a hash
@@ -92,7 +79,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         if not sep or not key or not text.strip():
             raise UserError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. training.eta=0.025,0.25,2.5")
         try:
-            values = [config.parse_yaml(v.strip()) for v in text.split(",") if v.strip()]
+            values = [parse_yaml(v.strip()) for v in text.split(",") if v.strip()]
         except Exception:  # noqa: BLE001 - any YAML error: one line naming the option
             raise UserError(f"--grid {item!r}: a value is not valid YAML") from None
         if key in grid:
@@ -192,7 +179,7 @@ def load_base(path: str | Path, sets: list[str]) -> dict:
 def is_sweep_file(path: str | Path) -> bool:
     """A sweep file is YAML with a top-level `config:` key (no config has one)."""
     try:
-        return Path(path).is_file() and "config" in config.read_yaml_file(path)
+        return Path(path).is_file() and "config" in read_yaml_file(path)
     except ConfigError:
         return False
 
@@ -202,7 +189,7 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
     """A sweep file, with the command line's --set appended and its --grid / --seeds taking
     precedence over the file's."""
     path = Path(path)
-    raw = config.read_yaml_file(path)
+    raw = read_yaml_file(path)
     for key in raw:
         if key not in SWEEP_FILE_KEYS:
             raise ConfigError(str(key), f"unknown key in the sweep file {path}; valid keys: "
@@ -213,8 +200,6 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
     file_sets = raw.get("set") or {}
     if not isinstance(file_sets, dict):
         raise ConfigError("set", "expected a mapping of config keys to values")
-    from nnexp.runset import flatten
-
     # `set: {training: {epochs: 5}}` means training.epochs, not a new training section
     all_sets = overrides(flatten(file_sets)) + sets
     bases: dict[str, dict] = {}
@@ -246,11 +231,21 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
     return grid_plan(sweep_name, bases, {**file_grid, **grid}, chosen_seeds)
 
 
+def plan_sweep(target: str | Path, *, sets: list[str], grid: list[str], seeds: str | None,
+               name: str | None) -> Plan:
+    """`nnexp sweep TARGET --grid ... --seeds ... --set ...`: the plan of a sweep file, or of
+    one config's grid x seeds."""
+    grid_values = parse_grid(grid)
+    if is_sweep_file(target):
+        return read_sweep_file(target, sets=sets, grid=grid_values, seeds=seeds, name=name)
+    base = load_base(target, sets)
+    first_seed = config.resolve(base)["seed"]
+    return grid_plan(name or base["name"], {base["name"]: base}, grid_values, parse_seeds(seeds, first_seed))
+
+
 def _variants(spec: Any, bases: dict[str, dict]) -> dict[str, dict]:
     """`variants: {name: {key: value, ...}, ...}` of the sweep's one config: one base per
     variant, named by it (an empty mapping is the config itself)."""
-    from nnexp.runset import flatten
-
     if not isinstance(spec, dict) or not spec:
         raise ConfigError("variants", "expected a mapping of variant names to mappings of config keys")
     if len(bases) != 1:
@@ -273,86 +268,6 @@ def _variants(spec: Any, bases: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-# --- the sweep directory ----------------------------------------------------------------------
-
-
-@dataclass
-class SweepDir:
-    """A sweep directory and its manifest; the only code that writes `sweep.json`."""
-
-    path: Path
-    plan: Plan
-    status: dict[str, str]  # point id -> pending | running | completed | diverged | failed | ...
-
-    @classmethod
-    def create(cls, runs_dir: str | Path, plan: Plan) -> "SweepDir":
-        sweep = cls(make_unique_dir(runs_dir, plan.name), plan, {p.id: "pending" for p in plan.points})
-        sweep.save()
-        return sweep
-
-    @classmethod
-    def open(cls, path: str | Path) -> "SweepDir":
-        path = Path(path)
-        manifest = path / MANIFEST
-        if not manifest.is_file():
-            raise RunDirError(f"not a sweep directory: {path} has no {MANIFEST}")
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            points = [Point(p["id"], p["base"], dict(p["overrides"])) for p in data["points"]]
-            plan = Plan(data["name"], data["kind"], dict(data["bases"]), points, dict(data.get("spec") or {}))
-            status = {p["id"]: str(p.get("status", "pending")) for p in data["points"]}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunDirError(f"{manifest} is damaged ({type(exc).__name__}: {exc})") from None
-        if data.get("format") != MANIFEST_FORMAT:
-            raise RunDirError(f"{manifest} has format {data.get('format')!r}; this nnexp reads {MANIFEST_FORMAT}")
-        return cls(path, plan, status)
-
-    @staticmethod
-    def is_sweep(path: str | Path) -> bool:
-        return (Path(path) / MANIFEST).is_file()
-
-    def save(self) -> None:
-        plan = self.plan
-        data = {
-            "format": MANIFEST_FORMAT, "name": plan.name, "kind": plan.kind,
-            "updated": datetime.now().isoformat(timespec="seconds"),
-            "command": sys.argv, "spec": plan.spec, "bases": plan.bases,
-            "points": [{"id": p.id, "base": p.base, "overrides": p.overrides,
-                        "status": self.status.get(p.id, "pending")} for p in plan.points],
-        }
-        atomic_write_text(self.path / MANIFEST, to_json(data))
-
-    def run_path(self, point: Point) -> Path:
-        return self.path / point.id
-
-    def same_points(self, plan: Plan) -> bool:
-        """Whether `plan` (from a command line) is the sweep this directory holds."""
-        mine = [(p.id, json.dumps(self.plan.config(p), sort_keys=True)) for p in self.plan.points]
-        theirs = [(p.id, json.dumps(plan.config(p), sort_keys=True)) for p in plan.points]
-        return mine == theirs
-
-    def point_status(self, point: Point) -> str:
-        """From the point's run directory, which is the truth; the manifest's word only for
-        a point that failed before its run directory got a summary."""
-        from nnexp.runset import read_run
-
-        path = self.run_path(point)
-        if Run.is_run(path):
-            try:
-                summary_status = read_run(path).status
-            except UserError:
-                return "damaged"
-            if summary_status not in ("starting", "unknown"):
-                return summary_status
-        return "failed" if self.status.get(point.id) == "failed" else "pending"
-
-
-# --- running ----------------------------------------------------------------------------------
-
-DONE = "completed"
-NOT_RETRIED = ("diverged", "failed", "damaged")  # run again only with retry_failed
-
-
 def selected(plan: Plan, only: list[str] | None) -> list[Point]:
     """The points whose ids match any of the globs `only` (all points without it)."""
     if not only:
@@ -362,80 +277,3 @@ def selected(plan: Plan, only: list[str] | None) -> list[Point]:
         raise UserError(f"--only {' '.join(only)} matches none of the sweep's points "
                         f"({', '.join(p.id for p in plan.points[:4])}{', ...' if len(plan.points) > 4 else ''})")
     return chosen
-
-
-def check_points(plan: Plan, data_dir=None, *, skip_ruled_out: bool = False,
-                 only: list[str] | None = None) -> dict[str, str]:
-    """Every selected point's config and data checked before anything is made: a typo fails
-    the sweep at once. With `skip_ruled_out` (search), a draw the data rules out (a batch
-    larger than the training set) is returned, point id -> why, instead of raised."""
-    from nnexp import executors
-    from nnexp import training as train
-
-    datasets = train.DataCache()
-    ruled_out = {}
-    for point in selected(plan, only):
-        cfg = plan.config(point)  # a config error is always fatal
-        try:
-            train.prepare(cfg, data_dir=data_dir, datasets=datasets)
-        except ConfigError as exc:
-            if not skip_ruled_out:
-                raise
-            ruled_out[point.id] = str(exc)
-    executors.keep_datasets(datasets)  # points run in this process reuse what was just loaded
-    return ruled_out
-
-
-def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = False, threads: int = 1,
-          only: list[str] | None = None):
-    """The points still to run (of those `only` selects), as executor tasks, and each selected
-    point's status before running. Their configs are resolved here, so a bad one fails
-    before any point trains. Nothing is written: `run` does that, holding the sweep."""
-    from nnexp.executors import Task
-
-    todo, before = [], {}
-    points = selected(sweep.plan, only)
-    configs = {point.id: sweep.plan.config(point) for point in points}
-    for point in points:
-        status = before[point.id] = sweep.point_status(point)
-        if status == DONE or (status in NOT_RETRIED and not retry_failed):
-            continue
-        todo.append(Task(point.id, configs[point.id], str(sweep.run_path(point)),
-                         str(data_dir) if data_dir else None, retry_failed, threads))
-    return todo, before
-
-
-def run(sweep: SweepDir, executor, todo: list, before: dict[str, str], on_event=None) -> dict[str, str]:
-    """Run `todo` on `executor`, keeping the manifest's statuses current; returns them.
-    `before` is each point's status as `tasks` found it. One process runs a sweep at a time:
-    a second is refused, as a second trainer of a run is."""
-    finished: set[str] = set()
-
-    def handle(event):
-        kind, point, payload = event
-        if point in finished:  # a worker's late "started" or "epoch" after its outcome
-            return
-        if kind == "started":
-            sweep.status[point] = "running"
-            sweep.save()
-        elif kind == "finished":
-            finished.add(point)
-            sweep.status[point] = payload.status
-            sweep.save()
-        if on_event is not None:
-            on_event(event)
-
-    with Run(sweep.path).lock():
-        sweep.status.update(before)  # what the run directories say, not what the manifest last did
-        for task in todo:
-            if before.get(task.point) == "damaged":  # kept aside, never deleted: it starts afresh
-                path = Path(task.run_dir)
-                path.rename(path.with_name(f".damaged-{datetime.now():%Y%m%d-%H%M%S}-{path.name}"))
-        try:
-            executor.run(todo, handle)
-        finally:  # an interruption too: record what the run directories say now
-            for point in sweep.plan.points:
-                if sweep.status.get(point.id) in ("running", "pending", "lost", "interrupted"):
-                    sweep.status[point.id] = sweep.point_status(point)
-            sweep.save()
-    return dict(sweep.status)

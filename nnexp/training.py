@@ -5,11 +5,12 @@ evaluate -> keep the best -> early stopping / eta schedule -> checkpoint -> log.
 only ever sees one epoch at a time (`Model.train_epoch`).
 
 Everything that can be wrong with the input is checked in `prepare`, before a run directory
-exists, so bad input never leaves a half-made run behind.
+exists, so bad input never leaves a half-made run behind. Whether a run starts, resumes or
+is extended is decided in `lifecycle`, which hands `run_epochs` a model and a `LoopState`.
 
 The reported test accuracy is the one at the epoch of best validation accuracy, ties going
-to the later epoch (as the book reports it). Early stopping counts epochs since the last
-*strict* improvement.
+to the later epoch (`runs.is_new_best`, as the book reports it). Early stopping counts
+epochs since the last *strict* improvement.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import numpy as np
 from nnexp import backends
 from nnexp.backends import Backend, Model, Objective, Optimizer
 from nnexp.data import Dataset, load_dataset
-from nnexp.errors import ConfigError, RunDirError, RunFailed
-from nnexp.network import NetworkSpec, build_spec, init_params, penalty_scale
-from nnexp.runs import Run, environment
+from nnexp.errors import ConfigError, RunFailed
+from nnexp.network import NetworkSpec, build_spec
+from nnexp.runs import Run, Status, is_new_best
 
 ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
 PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has recorded its epoch
@@ -151,8 +152,7 @@ def prepare(cfg: dict, *, data_dir=None, datasets: DataCache | None = None,
 def build_model(exp: Experiment, params: dict[str, np.ndarray], seeds: Seeds) -> Model:
     tr = exp.config["training"]
     n = len(exp.dataset.train.y)
-    scale = penalty_scale(tr["l2"], n, tr["batch_size"])
-    objective = Objective(tr["cost"], l2=tr["lambda"] * scale, l1=tr["l1"] * scale)
+    objective = Objective.from_training(tr["cost"], tr["l2"], tr["lambda"], tr["l1"], n, tr["batch_size"])
     optimizer = Optimizer(tr["optimizer"], momentum=tr["momentum"], rmsprop_decay=tr["rmsprop_decay"],
                           beta1=tr["beta1"], beta2=tr["beta2"])
     return exp.backend.build(exp.spec, params, objective, optimizer,
@@ -176,184 +176,6 @@ def epoch_line(record: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-# --- starting and resuming ---------------------------------------------------------------------
-
-# Keys a resumed run may change: they decide how far a run goes, not what it has done so far.
-RESUMABLE_KEYS = ("training.epochs", "training.early_stopping.patience")
-
-
-def execute(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
-            deadline: float | None = None, retry_failed: bool = False, extend: bool = False,
-            continue_failed: bool = False) -> dict:
-    """The one entry point for a run, shared by `train`, `resume`, `search` and every sweep
-    executor: a prepared trial in, the run directory `run` brought as far as it can go, and
-    its summary out. Idempotent: an empty directory starts, an interrupted or killed run
-    resumes from its last epoch, a completed one is returned as it is, and a diverged or
-    failed one is returned as it is unless `retry_failed`, which starts it over. `extend`
-    continues a completed run under its config's new epochs or patience (RESUMABLE_KEYS);
-    `continue_failed` resumes a failed run (one a full disk stopped) from its last epoch."""
-    if not Run.is_run(run.path):
-        return start(exp, run, reporter, deadline=deadline)
-    summary = run.read_summary() or {}
-    status = summary.get("status")
-    if status == "completed":
-        if not extend:
-            return summary
-        _check_same_config(run, exp.config)
-        return resume(exp, run, reporter, deadline=deadline, extend=True)
-    if status == "failed" and continue_failed and run.checkpoint_path("last").exists():
-        _check_same_config(run, exp.config)
-        return resume(exp, run, reporter, deadline=deadline)
-    if status in ("diverged", "failed"):
-        if not retry_failed:
-            return summary
-        with run.lock():  # no other process is training it while it is cleared
-            run.clear()
-        return start(exp, run, reporter, deadline=deadline)
-    _check_same_config(run, exp.config)
-    return resume(exp, run, reporter, deadline=deadline)
-
-
-def _check_same_config(run: Run, cfg: dict) -> None:
-    """A run resumes under the config it started with (apart from RESUMABLE_KEYS): anything
-    else would continue one network as another."""
-    from nnexp.config import resolve
-
-    change = _config_change(resolve(run.read_config()), cfg)
-    if change is not None:
-        key, was, now = change
-        raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; {change_reason(key)}")
-
-
-FIXED_LENGTH = ("a cosine schedule is spread over training.epochs, so more epochs would change the η "
-                "of those already run; train anew with more epochs")
-
-
-def change_reason(key: str) -> str:
-    """Why `_config_change` refuses a change of `key`."""
-    return FIXED_LENGTH if key == "training.epochs" else "a run resumes under its own config"
-
-
-def extendable(cfg: dict) -> bool:
-    """Whether a completed run of `cfg` can go on under more epochs (RESUMABLE_KEYS)."""
-    return (cfg.get("training") or {}).get("schedule") != "cosine"
-
-
-def _config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
-    """(dotted key, value then, value now) of the first key in which config `now` would
-    change what a run trained under `then` has done, or None: how far it goes
-    (RESUMABLE_KEYS), its name and the book's number may change; nothing else may."""
-    from nnexp.runset import flatten
-
-    a, b = flatten(then), flatten(now)
-    for key in sorted(set(a) | set(b)):
-        resumable = key in RESUMABLE_KEYS and (key != "training.epochs" or extendable(then))
-        if resumable or key == "name" or key.startswith("reference"):
-            continue
-        if a.get(key) != b.get(key):
-            return key, a.get(key), b.get(key)
-    return None
-
-
-def start(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
-          deadline: float | None = None) -> dict:
-    """Train a new run in the (fresh) directory `run`; return its summary.
-
-    `deadline` (a `time.monotonic()` value) pauses the run, resumable, before an epoch that
-    would end after it, e.g. to fit a cluster job's or a GPU lease's wall time."""
-    try:
-        run.write_config(exp.config)
-        run.write_env({**environment(), "data": exp.dataset.source})
-        run.log(f"nnexp run {run.name}: {exp.config['name']} on {exp.backend.name}/{exp.device}, "
-                f"{exp.spec.n_params:,} parameters")
-        for layer in exp.spec.layers:
-            run.log(f"  layer {layer.index}: {layer.describe()}")
-        with run.lock():
-            return _from_scratch(exp, run, reporter, deadline)
-    except KeyboardInterrupt:
-        # Ctrl-C before the loop took over (building the network, its first summary): the
-        # run still says it was interrupted, as the loop would have
-        if Run.is_run(run.path) and (run.read_summary() or {}).get("status") in (None, "running"):
-            run.write_summary(_summary(exp, run, LoopState(eta=exp.config["training"]["eta"]), "interrupted"))
-        raise
-
-
-def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None, deadline: float | None) -> dict:
-    seeds = Seeds.from_seed(exp.config["seed"])
-    model_cfg = exp.config["model"]
-    params = init_params(exp.spec, model_cfg["init"], seeds.init, model_cfg["init_std"])
-    model = build_model(exp, params, seeds)
-    state = LoopState(eta=exp.config["training"]["eta"])
-    return _loop(exp, run, model, state, seeds, reporter or SilentReporter(), deadline)
-
-
-def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
-           deadline: float | None = None, extend: bool = False) -> dict:
-    """Continue `run` from its last completed epoch, exactly where it stopped: parameters,
-    optimiser buffers, every RNG stream and the loop's counters come from last.npz. With
-    `extend`, a completed run's stop is forgotten: its config's epochs and patience decide."""
-    with run.lock():
-        run.remove_stale_temp_files()  # what a killed process left half-written
-        run.add_resume_to_env(environment())
-        if not run.checkpoint_path("last").exists():
-            done = run.read_metrics(strict=False)
-            # a kill between an epoch's record and its checkpoint leaves one record more than
-            # last.npz holds (the first epoch's, here); more is a history without its checkpoint,
-            # never to be discarded silently
-            if len(done) > 1:
-                raise RunDirError(f"{run.path} has {len(done)} epochs in metrics.jsonl but no "
-                                  f"checkpoints/last.npz to continue them from; restore that file, "
-                                  f"or train anew")
-            # stopped before its first epoch ended: nothing to lose
-            run.checkpoint_path("last").parent.mkdir(exist_ok=True)
-            run.truncate_metrics(0)
-            run.log("resumed before the first epoch completed: starting over")
-            return _from_scratch(exp, run, reporter, deadline)
-        params, meta, arrays = run.load_checkpoint("last")
-        _check_checkpoint(run, exp, params, meta)
-        seeds = Seeds.from_seed(exp.config["seed"])
-        model = build_model(exp, params, seeds)
-        model.set_state({**arrays, **meta["model_state"]})
-        seeds.order.bit_generator.state = meta["order_rng"]
-        seeds.augment.bit_generator.state = meta["augment_rng"]
-        state = LoopState(**meta["loop"])
-        if extend:
-            state.stop_reason = None
-        _settle_pending_best(run, state)
-        run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
-        run.log(f"resumed after epoch {state.epoch}")
-        return _loop(exp, run, model, state, seeds, reporter or SilentReporter(), deadline)
-
-
-def _check_checkpoint(run: Run, exp: Experiment, params: dict, meta: dict) -> None:
-    """last.npz must be the network config.yaml describes: a config edited after the run
-    started would continue one network as another (another width, another activation)."""
-    for name, shape in exp.spec.param_shapes().items():
-        if name not in params or tuple(params[name].shape) != tuple(shape):
-            raise RunDirError(f"{run.checkpoint_path('last')} does not match {run.path / 'config.yaml'} "
-                              f"(parameter {name}); was the config edited after the run started?")
-    saved = meta.get("config")
-    change = _config_change(saved, exp.config) if isinstance(saved, dict) else None  # older: none saved
-    if change is not None:
-        key, was, now = change
-        raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now!r}, but the run was trained "
-                          f"with {was!r}; {change_reason(key)}")
-
-
-def _settle_pending_best(run: Run, state: LoopState) -> None:
-    """A process killed between saving a new best and promoting it leaves it pending. Keep it
-    if last.npz already counts it as the best epoch; drop it if that epoch is to be re-run
-    (on a GPU the re-run need not reproduce it)."""
-    pending = run.checkpoint_path(PENDING_BEST)
-    if not pending.exists():
-        return
-    _, meta, _ = run.load_checkpoint(PENDING_BEST)
-    if meta.get("epoch") == state.best_epoch:
-        run.promote_checkpoint(PENDING_BEST, "best")
-    else:
-        pending.unlink()
-
-
 # --- the loop ---------------------------------------------------------------------------------
 
 
@@ -375,7 +197,7 @@ def layer_speeds(exp: Experiment, model: Model, x: np.ndarray, y: np.ndarray) ->
             for layer in exp.spec.layers[:-1] if layer.param_shapes()]
 
 
-def _summary(exp: Experiment, run: Run, state: LoopState, status: str) -> dict:
+def summary_of(exp: Experiment, run: Run, state: LoopState, status: Status) -> dict:
     cfg = exp.config
     return {
         "name": cfg["name"],
@@ -432,7 +254,7 @@ def epoch_eta(tr: dict, epoch: int, plateau_eta: float) -> float:
     return eta * epoch / (warmup + 1) if epoch <= warmup else eta
 
 
-def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
+def run_epochs(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
           reporter: Reporter, deadline: float | None = None) -> dict:
     tr = exp.config["training"]
     eta0, patience = tr["eta"], tr["early_stopping"]["patience"]
@@ -440,7 +262,7 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
     n, m = len(y), tr["batch_size"]
     augment = exp.config["data"]["augment"]
     speed_n = tr["monitor_layer_speed"]
-    run.write_summary(_summary(exp, run, state, "running"))
+    run.write_summary(summary_of(exp, run, state, Status.RUNNING))
     saved = replace(state)  # the state last.npz holds: what an interruption may claim
     # the last epoch's duration, the estimate of the next one's (a resumed run's from its record)
     done = run.read_metrics(strict=False) if state.epoch else []
@@ -449,10 +271,10 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
         while state.epoch < tr["epochs"] and state.stop_reason is None:
             if deadline is not None and time.monotonic() + last_seconds > deadline:
                 saved.stop_reason = "time-limit"  # the next epoch would not end in time
-                run.write_summary(_summary(exp, run, saved, "interrupted"))
+                run.write_summary(summary_of(exp, run, saved, Status.INTERRUPTED))
                 run.log(f"paused after epoch {saved.epoch} at the time limit; "
                         f"continue with: nnexp resume {run.path}")
-                return _summary(exp, run, saved, "interrupted")
+                return summary_of(exp, run, saved, Status.INTERRUPTED)
             epoch, started = state.epoch + 1, time.perf_counter()
             order = seeds.order.permutation(n) if tr["shuffle"] else np.arange(n)
             batches = order[: n - n % m].reshape(-1, m)  # the last partial batch is dropped
@@ -472,7 +294,7 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             if not all(math.isfinite(v) for v in record.values()):
                 run.append_metrics(record)
                 state.stop_reason = "diverged"
-                run.write_summary(_summary(exp, run, state, "diverged"))
+                run.write_summary(summary_of(exp, run, state, Status.DIVERGED))
                 run.log(f"epoch {epoch}: the cost is not finite; stopped")
                 raise RunFailed(f"training diverged at epoch {epoch} (the cost became "
                                 f"{record['validation_cost']}); try a smaller training.eta "
@@ -481,8 +303,8 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             if speeds is not None:
                 record["layer_speed"] = speeds
             improved = record["validation_accuracy"] > state.best_validation_accuracy
-            record["best"] = record["validation_accuracy"] >= state.best_validation_accuracy
-            if record["best"]:  # ties: the later epoch wins
+            record["best"] = is_new_best(record["validation_accuracy"], state.best_validation_accuracy)
+            if record["best"]:
                 state.best_epoch = epoch
                 state.best_validation_accuracy = record["validation_accuracy"]
                 state.test_accuracy = record["test_accuracy"]
@@ -504,19 +326,19 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             saved, last_seconds = replace(state), record["seconds"]
             if record["best"]:
                 run.promote_checkpoint(PENDING_BEST, "best")
-            run.write_summary(_summary(exp, run, state, "running"))
+            run.write_summary(summary_of(exp, run, state, Status.RUNNING))
             run.log(line)
             reporter.epoch_finished(record, line)
     except KeyboardInterrupt:
         # Only what last.npz holds counts: an epoch interrupted after its metrics line but
         # before its checkpoint is re-run on resume, so the summary must not claim it.
-        run.write_summary(_summary(exp, run, saved, "interrupted"))
+        run.write_summary(summary_of(exp, run, saved, Status.INTERRUPTED))
         run.log(f"interrupted during epoch {saved.epoch + 1}; resume with: nnexp resume {run.path}")
         raise
     except RunFailed:
         raise
     except Exception as exc:  # a bug or an environment failure (disk full): say so on disk too
-        failed = _summary(exp, run, saved, "failed")
+        failed = summary_of(exp, run, saved, Status.FAILED)
         try:
             run.write_summary(failed)
             run.log(f"failed during epoch {state.epoch + 1}: {type(exc).__name__}: {exc}")
@@ -524,7 +346,7 @@ def _loop(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seed
             run.overwrite_summary_in_place(failed)
         raise
     state.stop_reason = state.stop_reason or "epochs"
-    summary = _summary(exp, run, state, "completed")
+    summary = summary_of(exp, run, state, Status.COMPLETED)
     run.write_summary(summary)
     run.log(f"done: best validation {100 * state.best_validation_accuracy:.2f}% at epoch "
             f"{state.best_epoch}, test {100 * state.test_accuracy:.2f}% ({STOP_REASONS[state.stop_reason]})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import numpy as np
@@ -40,9 +41,15 @@ def cached_data(monkeypatch):
     monkeypatch.setattr(nnexp.training, "load_dataset", load)
 
 
-def make_config(layers=None, **sections) -> dict:
-    """A resolved config: a small dense net unless `layers` is given; `sections` are merged
-    into the top level (``training={"epochs": 2}`` updates only that key)."""
+def make_config(layers: list[dict] | None = None, *, sets: dict | None = None, **sections) -> dict:
+    """A resolved config named "test", of a small dense net unless `layers` is given; the
+    config's defaults (seed 0, 60 epochs, ...) for everything else.
+
+    `sections` are merged into the top level: a dict updates only its own keys
+    (``training={"epochs": 2}``), anything else is set (``name="shallow"``, ``seed=2``).
+    `sets` are then applied as `--set` overrides would be (``{"training.eta": 0.5}``).
+    The one config helper of the tests: `runfactory.make_run` builds its runs' with it too.
+    """
     raw = {"name": "test", "model": {"layers": layers or [
         {"type": "dense", "units": 30, "activation": "sigmoid"},
         {"type": "softmax", "units": 10}]}}
@@ -51,7 +58,8 @@ def make_config(layers=None, **sections) -> dict:
             raw.setdefault(key, {}).update(value)
         else:
             raw[key] = value
-    return config.resolve(raw)
+    overrides = [f"{key}={json.dumps(value)}" for key, value in (sets or {}).items()]
+    return config.resolve(config.apply_overrides(raw, overrides))
 
 
 def write_fake_mnist(directory, n_train=60, n_test=12, *, gz=True, seed=0):

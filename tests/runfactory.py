@@ -8,15 +8,15 @@ numbers the test picked, so expected values can be computed by hand.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from nnexp import config
 from nnexp.network import build_spec, init_params
 from nnexp.runs import Run
+
+from conftest import make_config
 
 SMALL_LAYERS = [{"type": "dense", "units": 30}, {"type": "softmax", "units": 10}]
 CONV_LAYERS = [{"type": "conv", "filters": 4, "size": 5, "pool": 2},
@@ -24,15 +24,6 @@ CONV_LAYERS = [{"type": "conv", "filters": 4, "size": 5, "pool": 2},
 # A conv net that scores MNIST's 10,000 test images in ~0.2 s on the NumPy backend: a 25x25
 # kernel leaves 4x4 positions per image, so the im2col work is tiny.
 FAST_CONV_LAYERS = [{"type": "conv", "filters": 2, "size": 25, "pool": 2}, {"type": "softmax", "units": 10}]
-
-
-def make_config(name: str = "shallow", *, layers: list[dict] | None = None, seed: int = 0,
-                sets: dict | None = None) -> dict:
-    """A resolved config; `sets` are `--set`-style overrides, e.g. ``{"training.eta": 0.5}``."""
-    raw = {"name": name, "seed": seed, "model": {"layers": layers or SMALL_LAYERS},
-           "training": {"epochs": 10}}
-    overrides = [f"{key}={json.dumps(value)}" for key, value in (sets or {}).items()]
-    return config.resolve(config.apply_overrides(raw, overrides))
 
 
 def _records(val: list[float], test: list[float] | None, monitor_train: bool) -> list[dict]:
@@ -62,7 +53,7 @@ def make_run(root: str | Path, name: str = "shallow", *, layers: list[dict] | No
     validation accuracy, ties to the later epoch. `checkpoint=True` saves random initial
     parameters as best.npz and last.npz, enough for anything that only needs a loadable model.
     """
-    cfg = make_config(name, layers=layers, seed=seed, sets=sets)
+    cfg = make_config(layers or SMALL_LAYERS, name=name, seed=seed, training={"epochs": 10}, sets=sets)
     run = Run.create(root, name)
     run.write_config(cfg)
     val = [0.90, 0.93, 0.95] if val is None else val

@@ -39,7 +39,7 @@ def model(request):
     spec = build_spec(LAYERS, SHAPE)
     params = init_params(spec, "network3", np.random.default_rng(0))
     backend = backends.get(request.param)
-    return backend.build(spec, params, Objective("log-likelihood", 0.01), Optimizer("momentum", 0.9),
+    return backend.build(spec, params, Objective("log-likelihood", l2_coef=0.01), Optimizer("momentum", 0.9),
                          device="cpu", seed=3), params
 
 

@@ -14,10 +14,12 @@ from runfactory import make_run
 from typer.testing import CliRunner
 
 from nnexp import compare as cmp
+from nnexp import render
 from nnexp.cli import app
 from nnexp.errors import UserError
 from nnexp.runs import Run
-from nnexp.runset import find_run_dirs, flatten, load_runs, read_run
+from nnexp.config import flatten
+from nnexp.runset import find_run_dirs, load_runs, read_run
 
 from conftest import needs_mnist
 
@@ -72,7 +74,7 @@ def test_differing_keys_of_identical_configs_is_empty(tmp_path):
     make_run(tmp_path, "second", seed=3)  # only `name` differs
     comparison, _ = build(tmp_path, group=False)
     assert comparison.keys == []
-    headers, _ = cmp.human_table(comparison)
+    headers, _ = render.human_table(comparison)
     assert not any("." in h for h in headers)
 
 
@@ -95,7 +97,7 @@ def test_real_runs_with_different_layers_show_missing_keys_as_dash(tmp_path):
     make_run(tmp_path, "deep", layers=DEEP, sets={"training.eta": 0.5})
     comparison, _ = build(tmp_path, sort="name")
     assert "training.eta" in comparison.keys and "model.layers.2.units" in comparison.keys
-    headers, cells = cmp.human_table(comparison)  # one architecture column for the layer keys
+    headers, cells = render.human_table(comparison)  # one architecture column for the layer keys
     assert not any(h.startswith("model.layers") for h in headers)
     by_name = {row.label.split("-")[0]: cells[i] for i, row in enumerate(comparison.rows)}
     assert by_name["shallow"][headers.index("architecture")] == "dense 30 sigmoid → softmax 10"
@@ -126,7 +128,7 @@ def test_seed_group_statistics_by_hand(tmp_path):
     wall = row.stat("wall_time_s")
     assert (wall.mean, wall.std) == (pytest.approx(20.0), pytest.approx(10.0))  # 10, 20, 30: sample std 10
     assert row.seeds == [1, 2, 3] and row.label == "shallow [seeds 1, 2, 3]"
-    headers, cells = cmp.human_table(comparison)
+    headers, cells = render.human_table(comparison)
     assert cells[0][headers.index("n")] == "3"
     assert cells[0][headers.index("test %")] == "96.23"
     assert cells[0][headers.index("test min")] == "96.00" and cells[0][headers.index("test max")] == "96.50"
@@ -138,7 +140,7 @@ def test_single_run_group_shows_std_as_dash(tmp_path):
     comparison, _ = build(tmp_path)
     row = next(r for r in comparison.rows if not r.grouped)
     assert row.stat("test_accuracy").std is None and row.stat("test_accuracy").n == 1
-    headers, cells = cmp.human_table(comparison)
+    headers, cells = render.human_table(comparison)
     line = cells[comparison.rows.index(row)]
     assert line[headers.index("±")] == "-"
     assert cmp.machine_row(row, comparison)["test_accuracy_std"] is None
@@ -222,8 +224,8 @@ def test_incomplete_runs_are_listed_with_their_status(tmp_path):
     # recomputed from metrics.jsonl: ties go to the later epoch, as in training
     assert nosummary.values["best_epoch"] == 3 and nosummary.values["epochs_run"] == 3
     assert nosummary.values["test_accuracy"] == pytest.approx(0.89)
-    for fmt in cmp.FORMATS:
-        cmp.render(comparison, fmt)
+    for fmt in render.FORMATS:
+        render.render(comparison, fmt)
 
 
 def test_diverged_run_with_nan_accuracy_does_not_break_anything(tmp_path):
@@ -232,7 +234,7 @@ def test_diverged_run_with_nan_accuracy_does_not_break_anything(tmp_path):
     comparison, _ = build(tmp_path)
     record = read_run(comparison.rows[-1].runs[0].run.path)
     assert record.values["best_epoch"] == 1
-    json.loads(cmp.to_json(comparison))
+    json.loads(render.to_json(comparison))
 
 
 def test_damaged_run_dirs_are_skipped_with_a_one_line_warning(tmp_path):
@@ -282,7 +284,7 @@ def test_csv_parses_back_to_the_same_numbers(tmp_path, group):
     make_mixed(tmp_path)
     comparison, _ = build(tmp_path, group=group)
     expected = [cmp.machine_row(row, comparison) for row in comparison.rows]
-    parsed = list(csv.DictReader(io.StringIO(cmp.to_csv(comparison))))
+    parsed = list(csv.DictReader(io.StringIO(render.to_csv(comparison))))
     assert len(parsed) == len(expected)
     for got, want in zip(parsed, expected):
         assert list(got) == list(want)
@@ -297,7 +299,7 @@ def test_csv_parses_back_to_the_same_numbers(tmp_path, group):
 def test_json_parses_back_to_the_same_rows(tmp_path):
     make_mixed(tmp_path)
     comparison, _ = build(tmp_path)
-    parsed = json.loads(cmp.to_json(comparison))
+    parsed = json.loads(render.to_json(comparison))
     assert parsed == [cmp.machine_row(row, comparison) for row in comparison.rows]
     group = next(r for r in parsed if r["n"] == 3)
     assert group["seeds"] == [1, 2, 3] and group["test_accuracy_max"] == pytest.approx(0.965)
@@ -306,23 +308,23 @@ def test_json_parses_back_to_the_same_rows(tmp_path):
 def test_markdown_and_rich_table_have_one_line_per_row(tmp_path):
     make_mixed(tmp_path)
     comparison, _ = build(tmp_path)
-    lines = cmp.markdown(comparison).splitlines()
+    lines = render.markdown(comparison).splitlines()
     assert len(lines) == 2 + len(comparison.rows)
     assert lines[0].startswith("| run | status | best val % | ± | test % | ± |")
-    assert "96.23" in cmp.markdown(comparison)  # percentages, 2 decimals
-    table = cmp.render(comparison, "table")
+    assert "96.23" in render.markdown(comparison)  # percentages, 2 decimals
+    table = render.render(comparison, "table")
     assert table.row_count == len(comparison.rows)
-    assert len(table.columns) == len(cmp.human_table(comparison)[0])
+    assert len(table.columns) == len(render.human_table(comparison)[0])
 
 
 def test_text_config_columns_align_left_and_numbers_right(tmp_path):
     make_run(tmp_path, "a", sets={"training.optimizer": "adam", "training.eta": 0.001})
     make_run(tmp_path, "b", sets={"training.optimizer": "sgd", "training.eta": 0.1})
     comparison, _ = build(tmp_path)
-    header, rule = cmp.markdown(comparison).splitlines()[:2]
+    header, rule = render.markdown(comparison).splitlines()[:2]
     align = dict(zip([h.strip() for h in header.strip("|").split("|")], rule.strip("|").split("|")))
     assert align["optimizer"] == ":---" and align["η"] == "---:"
-    table = cmp.render(comparison, "table")
+    table = render.render(comparison, "table")
     justify = {c.header: c.justify for c in table.columns}
     assert justify["optimizer"] == "left" and justify["η"] == "right"
 
@@ -331,7 +333,7 @@ def test_unknown_format_is_a_user_error(tmp_path):
     make_run(tmp_path, "a")
     comparison, _ = build(tmp_path)
     with pytest.raises(UserError, match="unknown format 'xml'; valid: table, markdown, csv, json"):
-        cmp.render(comparison, "xml")
+        render.render(comparison, "xml")
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -410,7 +412,7 @@ def test_compare_prints_the_book_columns_in_every_format(tmp_path):
 def test_runs_without_a_reference_get_no_book_columns(tmp_path):
     make_run(tmp_path, "plain")
     comparison, _ = cmp.compare([tmp_path])
-    assert "book %" not in cmp.human_table(comparison)[0] and "book" not in cmp.machine_row(comparison.rows[0], comparison)
+    assert "book %" not in render.human_table(comparison)[0] and "book" not in cmp.machine_row(comparison.rows[0], comparison)
 
 
 # --- fitting the terminal ---------------------------------------------------------------------
@@ -453,7 +455,7 @@ def test_the_table_fits_the_terminal_and_never_cuts_labels_or_accuracies(tmp_pat
     _sets(tmp_path, kind)
     comparison, _ = build(tmp_path)
     console = Console(width=width, record=True, file=io.StringIO(), highlight=False)
-    console.print(cmp.render(comparison, "table", width=width))
+    console.print(render.render(comparison, "table", width=width))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= width
     for row in comparison.rows:
@@ -476,8 +478,8 @@ def test_rows_are_labelled_by_what_differs(tmp_path):
 def test_a_narrow_terminal_gets_one_block_per_run(tmp_path):
     _sets(tmp_path, "mixed-architecture")
     comparison, _ = build(tmp_path)
-    assert cmp.fit(comparison, 40) is None and cmp.fit(comparison, None) is not None
-    blocks = cmp.vertical(comparison, 40)
+    assert render.fit(comparison, 40) is None and render.fit(comparison, None) is not None
+    blocks = render.vertical(comparison, 40)
     assert blocks[0].plain == comparison.rows[0].display and "best val %" in blocks[1].plain
 
 

@@ -16,7 +16,7 @@ from nnexp import backends
 from nnexp.backends import Objective
 from nnexp.config import _check_layers
 from nnexp.gradcheck import TOLERANCE, check_model, gradcheck
-from nnexp.network import build_spec, init_params, l2_coefficient
+from nnexp.network import build_spec, init_params
 
 from conftest import make_config
 
@@ -78,7 +78,7 @@ def test_backward_matches_finite_differences(case):
     spec = build_spec(_check_layers(layers), SHAPE)
     rng = np.random.default_rng(7)
     params = init_params(spec, "network2", rng)
-    model = backends.get("numpy").build(spec, params, Objective(cost, l2), dtype="float64")
+    model = backends.get("numpy").build(spec, params, Objective(cost, l2_coef=l2), dtype="float64")
     x = rng.random((3, *SHAPE))
     y = rng.integers(0, spec.num_classes, size=3)
     results = check_model(model, params, x, y, rng, max_entries=None)
@@ -95,11 +95,12 @@ def test_penalty_gradients_match_finite_differences(l2, l1):
     spec = build_spec(_check_layers([conv(2, 3, pool=2), dense(5), softmax()]), SHAPE)
     rng = np.random.default_rng(8)
     params = init_params(spec, "network2", rng)
-    model = backends.get("numpy").build(spec, params, Objective("log-likelihood", l2, l1), dtype="float64")
+    objective = Objective("log-likelihood", l2_coef=l2, l1_coef=l1)
+    model = backends.get("numpy").build(spec, params, objective, dtype="float64")
     x, y = rng.random((3, *SHAPE)), rng.integers(0, spec.num_classes, size=3)
     worst = {r.name: r.worst_relative_error for r in check_model(model, params, x, y, rng, max_entries=None)}
     assert max(worst.values()) < TOLERANCE, worst
-    plain = backends.get("numpy").build(spec, params, Objective("log-likelihood", l2), dtype="float64")
+    plain = backends.get("numpy").build(spec, params, Objective("log-likelihood", l2_coef=l2), dtype="float64")
     loss, grads = model.loss_and_grads(x, y)
     loss0, grads0 = plain.loss_and_grads(x, y)
     weights = [n for n in params if n.endswith(".w")]
@@ -192,7 +193,8 @@ def test_max_pool_ties_send_the_gradient_to_one_input():
                                                  ("network3", 0.1, 0.1 * 10 / 50_000),
                                                  ("plain", 0.1, 0.1)])
 def test_l2_coefficient_forms(form, lmbda, expected):
-    assert l2_coefficient(form, lmbda, 50_000, 10) == pytest.approx(expected)
+    objective = Objective.from_training("log-likelihood", form, lmbda, 0.0, 50_000, 10)
+    assert objective.l2_coef == pytest.approx(expected)
 
 
 def test_gradcheck_entry_point_on_the_chapter6_architecture():
@@ -228,7 +230,7 @@ def test_a_wrong_gradient_fails_even_beside_a_huge_cost(monkeypatch):
     spec = build_spec(_check_layers([dense(30), softmax()]), SHAPE)
     rng = np.random.default_rng(3)
     params = init_params(spec, "large", rng)
-    model = backends.get("numpy").build(spec, params, Objective("log-likelihood", 5.0), dtype="float64")
+    model = backends.get("numpy").build(spec, params, Objective("log-likelihood", l2_coef=5.0), dtype="float64")
     x, y = rng.random((3, *SHAPE)), rng.integers(0, spec.num_classes, size=3)
     assert all(r.ok for r in check_model(model, params, x, y, rng, max_entries=20))
     scale_dense_bias_gradients(monkeypatch, 1.1)

@@ -18,7 +18,7 @@ import yaml
 from runfactory import make_run
 from typer.testing import CliRunner
 
-from nnexp import backends, config
+from nnexp import backends, config, lifecycle, yamlio
 from nnexp import runs as runs_module
 from nnexp.backends import Objective, Optimizer
 from nnexp.cli import app
@@ -308,7 +308,7 @@ def test_an_alias_bomb_through_the_cli_is_one_line_exit_2(tmp_path):
 def test_yaml_too_deep_recursive_or_large_is_refused(tmp_path, text, words):
     path = _text(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        config.read_yaml_file(path)
+        yamlio.read_yaml_file(path)
     assert_one_short_line(err, path, *words)
 
 
@@ -317,7 +317,7 @@ def test_yaml_too_deep_recursive_or_large_is_refused(tmp_path, text, words):
 def test_a_scalar_yaml_cannot_convert_is_a_one_line_error(tmp_path, value, words):
     path = _text(tmp_path, f"name: x\nseed: {value}\n")
     with pytest.raises(ConfigError) as err:
-        config.read_yaml_file(path)
+        yamlio.read_yaml_file(path)
     assert_one_short_line(err, path, words)
 
 
@@ -331,7 +331,7 @@ def test_a_run_config_that_is_a_bomb_is_a_run_dir_error(tmp_path):
 def test_yaml_errors_quote_at_most_a_short_piece_of_the_file(tmp_path):
     path = _text(tmp_path, "name: !" + "t" * 100_000 + " x\n")
     with pytest.raises(ConfigError) as err:
-        config.read_yaml_file(path)
+        yamlio.read_yaml_file(path)
     assert_one_short_line(err, path, "YAML syntax error")
 
 
@@ -339,13 +339,13 @@ def test_bounded_yaml_still_reads_anchors_merges_and_nesting(tmp_path):
     text = ("base: &b {eta: 0.1, epochs: 3}\ntraining: {<<: *b, eta: 0.2}\n"
             "layers: [&d {type: dense, units: 30}, *d]\n"
             "deep: " + "[" * 99 + "]" * 99 + "\n")
-    raw = config.read_yaml_file(_text(tmp_path, text))
+    raw = yamlio.read_yaml_file(_text(tmp_path, text))
     assert raw["training"] == {"eta": 0.2, "epochs": 3} and raw["layers"][0] == raw["layers"][1]
 
 
 def test_parse_yaml_refuses_a_bomb_as_a_yaml_error():
     with pytest.raises(yaml.YAMLError, match="100,000 values"):
-        config.parse_yaml(billion_laughs())
+        yamlio.parse_yaml(billion_laughs())
 
 
 # --- 6. duplicate keys -----------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_parse_yaml_refuses_a_bomb_as_a_yaml_error():
 def test_a_key_given_twice_in_one_mapping_is_refused(tmp_path):
     path = _text(tmp_path, "training: {eta: 0.1, eta: 0.2}\n")
     with pytest.raises(ConfigError) as err:
-        config.read_yaml_file(path)
+        yamlio.read_yaml_file(path)
     assert_one_short_line(err, path, "'eta' is given twice", "line 1, columns 12 and 22")
 
 
@@ -367,7 +367,7 @@ def test_a_top_level_key_given_twice_on_two_lines_is_refused(tmp_path):
 
 def test_a_merged_key_may_be_overridden(tmp_path):
     path = _text(tmp_path, "g: &g {x: 1}\nb: &b {<<: *g, x: 2}\nc: {<<: *b, x: 3}\n")
-    assert config.read_yaml_file(path) == {"g": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}}
+    assert yamlio.read_yaml_file(path) == {"g": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}}
 
 
 # --- 7. the NumPy backend copies the parameters it is given -----------------------------------
@@ -380,7 +380,7 @@ def test_numpy_build_copies_the_callers_float64_arrays():
     for dtype in ("float64", "float32"):
         given = {k: v.astype(np.float64) for k, v in params.items()}
         before = {k: v.copy() for k, v in given.items()}
-        model = backends.get("numpy").build(spec, given, Objective("log-likelihood", 0.01),
+        model = backends.get("numpy").build(spec, given, Objective("log-likelihood", l2_coef=0.01),
                                             Optimizer("momentum", 0.9), dtype=dtype, device="cpu")
         rng = np.random.default_rng(1)
         x, y = rng.random((20, 1, 6, 6)), rng.integers(0, 4, 20)
@@ -411,7 +411,7 @@ def _synthetic_run(tmp_path, **training):
     data = Dataset("synthetic", split(100), split(20), split(20), 10, {})
     cfg = make_config(training={"epochs": 2, "eta": 0.5, **training})
     run = Run.at(tmp_path / "run")
-    summary = train.execute(train.prepare(cfg, dataset=data), run)
+    summary = lifecycle.execute(train.prepare(cfg, dataset=data), run)
     run.write_summary({**summary, "status": "interrupted"})
     return train, cfg, data, run
 
@@ -421,7 +421,7 @@ def test_a_history_without_last_npz_is_refused_not_restarted(tmp_path):
     run.checkpoint_path("last").unlink()
     before = (run.path / "metrics.jsonl").read_text()
     with pytest.raises(RunDirError, match="has 2 epochs in metrics.jsonl but no checkpoints/last.npz"):
-        train.execute(train.prepare(cfg, dataset=data), run)
+        lifecycle.execute(train.prepare(cfg, dataset=data), run)
     assert (run.path / "metrics.jsonl").read_text() == before  # nothing discarded
 
 
@@ -437,7 +437,7 @@ def test_resume_refuses_a_config_edited_after_the_run_started(tmp_path):
                                      {"type": "softmax", "units": 10}], training={"epochs": 3, "eta": 0.5})
         (run.path / "config.yaml").write_text(yaml.safe_dump(edited))
         with pytest.raises(RunDirError, match=words.replace(".", r"\.")):
-            train.resume(train.prepare(edited, dataset=data), run)
+            lifecycle.resume(train.prepare(edited, dataset=data), run)
 
 
 def test_compare_shows_no_best_figures_for_a_run_with_no_best_epoch(tmp_path):
@@ -480,6 +480,7 @@ def test_a_full_disk_still_leaves_the_run_marked_failed(tmp_path, monkeypatch):
 
     from nnexp import runs as runs_mod
     from nnexp import training as train
+    from nnexp.lifecycle import Intent
 
     _, cfg, data, run = _synthetic_run(tmp_path)
     real = runs_mod.atomic_write_text
@@ -496,7 +497,7 @@ def test_a_full_disk_still_leaves_the_run_marked_failed(tmp_path, monkeypatch):
     monkeypatch.setattr(runs_mod.Run, "append_metrics", no_space)  # epoch 3's record: the disk is full
     longer = {**cfg, "training": {**cfg["training"], "epochs": 3}}
     with pytest.raises(OSError):
-        train.execute(train.prepare(longer, dataset=data), run, extend=False)
+        lifecycle.execute(train.prepare(longer, dataset=data), run, Intent.CONTINUE)
     monkeypatch.undo()
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["epochs_run"] == 2
@@ -508,7 +509,7 @@ def test_a_kill_before_the_first_checkpoint_starts_over(tmp_path):
     train, cfg, data, run = _synthetic_run(tmp_path)
     run.checkpoint_path("last").unlink()
     run.truncate_metrics(1)
-    summary = train.execute(train.prepare(cfg, dataset=data), run)
+    summary = lifecycle.execute(train.prepare(cfg, dataset=data), run)
     assert summary["status"] == "completed" and len(run.read_metrics()) == 2
 
 

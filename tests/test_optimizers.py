@@ -87,7 +87,7 @@ LAYERS = [{"type": "dense", "units": 6, "activation": "tanh", "dropout": 0.0},
 def numpy_model(name: str, l2: float = 0.0):
     spec = build_spec(LAYERS, (1, 2, 2))
     params = init_params(spec, "network2", np.random.default_rng(0))
-    return backends.get("numpy").build(spec, params, Objective("log-likelihood", l2),
+    return backends.get("numpy").build(spec, params, Objective("log-likelihood", l2_coef=l2),
                                        Optimizer(name, eps=0.0), dtype="float64")
 
 

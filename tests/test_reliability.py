@@ -193,16 +193,17 @@ def test_non_finite_numbers_are_written_as_json_null(tmp_path):
 
 
 def test_a_pending_best_checkpoint_is_kept_or_dropped_by_what_last_recorded(tmp_path):
-    from nnexp.training import PENDING_BEST, LoopState, _settle_pending_best
+    from nnexp.lifecycle import settle_pending_best
+    from nnexp.training import PENDING_BEST, LoopState
 
     run = Run.create(tmp_path, "pending")
     run.save_checkpoint("best", {"0.w": np.zeros(2)}, {"epoch": 3})
     run.save_checkpoint(PENDING_BEST, {"0.w": np.ones(2)}, {"epoch": 5})
-    _settle_pending_best(run, LoopState(epoch=4, best_epoch=3))  # epoch 5 will be re-run
+    settle_pending_best(run, LoopState(epoch=4, best_epoch=3))  # epoch 5 will be re-run
     assert not run.checkpoint_path(PENDING_BEST).exists()
     assert run.load_checkpoint("best")[1]["epoch"] == 3
     run.save_checkpoint(PENDING_BEST, {"0.w": np.ones(2)}, {"epoch": 5})
-    _settle_pending_best(run, LoopState(epoch=5, best_epoch=5))  # last.npz counted it
+    settle_pending_best(run, LoopState(epoch=5, best_epoch=5))  # last.npz counted it
     assert run.load_checkpoint("best")[1]["epoch"] == 5
 
 

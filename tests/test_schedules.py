@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from nnexp import training as train
+from nnexp import lifecycle
+from nnexp.lifecycle import Intent
 from nnexp.errors import ConfigError, RunDirError
 from nnexp.runs import Run
 
@@ -66,7 +68,7 @@ def test_a_paused_cosine_run_resumes_on_schedule_and_cannot_be_lengthened(tmp_pa
     cfg = make_config(data={"train_size": 500}, training={"epochs": 3, "eta": 0.5, "schedule": "cosine",
                                                           "warmup_epochs": 1})
     whole = Run.create(tmp_path / "whole", cfg["name"])
-    train.start(train.prepare(cfg), whole)
+    lifecycle.start(train.prepare(cfg), whole)
     recorded = [r["eta"] for r in whole.read_metrics()]
     assert recorded == pytest.approx(etas(epochs=3, schedule="cosine", warmup_epochs=1, eta=0.5))
 
@@ -74,16 +76,16 @@ def test_a_paused_cosine_run_resumes_on_schedule_and_cannot_be_lengthened(tmp_pa
     monkeypatch.setattr(train.time, "monotonic", lambda: next(clock))
     run = Run.create(tmp_path / "paused", cfg["name"])
     exp = train.prepare(cfg)
-    assert train.start(exp, run, deadline=50.0)["epochs_run"] == 1
+    assert lifecycle.start(exp, run, deadline=50.0)["epochs_run"] == 1
     monkeypatch.undo()
-    train.resume(exp, run)
+    lifecycle.resume(exp, run)
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert [strip(r) for r in run.read_metrics()] == [strip(r) for r in whole.read_metrics()]
 
     longer = make_config(data={"train_size": 500}, training={"epochs": 5, "eta": 0.5, "schedule": "cosine",
                                                              "warmup_epochs": 1})
     with pytest.raises(RunDirError, match="cosine schedule is spread over training.epochs"):
-        train.execute(train.prepare(longer), run, extend=True)
+        lifecycle.execute(train.prepare(longer), run, Intent.EXTEND)
     assert np.isclose(run.read_summary()["epochs_run"], 3)
 
 

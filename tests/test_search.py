@@ -33,7 +33,7 @@ def test_parse_and_draw_within_bounds():
 
 
 def test_overrides_keep_every_digit_and_read_back_as_numbers():
-    from nnexp.config import parse_yaml
+    from nnexp.yamlio import parse_yaml
 
     values = {"training.eta": 1.2345678901234e-05, "training.optimizer": "adam",
               "training.early_stopping.patience": None, "training.monitor_train": True, "name": "1e3"}

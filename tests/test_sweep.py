@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from nnexp import sweep as sweeps
 from nnexp import training as train
+from nnexp import lifecycle
+from nnexp.lifecycle import Intent
 from nnexp.cli import app
 from nnexp.data import Dataset, Split
 from nnexp.errors import ConfigError, UserError
@@ -167,28 +169,28 @@ def test_execute_is_idempotent_and_retries_only_when_asked(tmp_path):
     cfg = make_config(training={"epochs": 2, "eta": 0.5})
     exp = train.prepare(cfg, dataset=synthetic())
     run = Run.at(tmp_path / "p")
-    first = train.execute(exp, run)
+    first = lifecycle.execute(exp, run)
     assert first["status"] == "completed" and first["best_validation_accuracy"] > 0.5
     written = (run.path / "metrics.jsonl").stat().st_mtime_ns
-    assert train.execute(exp, run) == first  # done: nothing trains again
+    assert lifecycle.execute(exp, run) == first  # done: nothing trains again
     assert (run.path / "metrics.jsonl").stat().st_mtime_ns == written
 
     run.write_summary({**first, "status": "failed"})
-    assert train.execute(exp, run)["status"] == "failed"  # not retried unasked
-    again = train.execute(exp, run, retry_failed=True)
+    assert lifecycle.execute(exp, run)["status"] == "failed"  # not retried unasked
+    again = lifecycle.execute(exp, run, Intent.RETRY)
     assert again["status"] == "completed" and len(run.read_metrics()) == 2
 
 
 def test_execute_resumes_only_under_the_runs_own_config(tmp_path):
     cfg = make_config(training={"epochs": 2, "eta": 0.5})
     run = Run.at(tmp_path / "p")
-    summary = train.execute(train.prepare(cfg, dataset=synthetic()), run)
+    summary = lifecycle.execute(train.prepare(cfg, dataset=synthetic()), run)
     run.write_summary({**summary, "status": "interrupted"})
     other = make_config(training={"epochs": 2, "eta": 0.25})
     with pytest.raises(UserError, match=r"training.eta = 0.5, not 0.25"):
-        train.execute(train.prepare(other, dataset=synthetic()), run)
+        lifecycle.execute(train.prepare(other, dataset=synthetic()), run)
     longer = make_config(training={"epochs": 3, "eta": 0.5})  # epochs may change: it extends the run
-    assert train.execute(train.prepare(longer, dataset=synthetic()), run)["epochs_run"] == 3
+    assert lifecycle.execute(train.prepare(longer, dataset=synthetic()), run)["epochs_run"] == 3
 
 
 def test_prepare_takes_datasets_from_the_cache_once(monkeypatch):
@@ -483,7 +485,7 @@ def test_the_beyond_ablation_removes_one_ingredient_per_variant():
     plan = sweeps.read_sweep_file(path, sets=[], grid={}, seeds=None, name=None)
     full = plan.config(plan.points[0])
     assert plan.points[0].base == "all" and full["reference"] is not None
-    from nnexp.runset import flatten
+    from nnexp.config import flatten
 
     for variant in list(plan.bases)[1:]:
         cfg = plan.config(next(p for p in plan.points if p.base == variant))

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 
 from nnexp import backends  # noqa: E402
 from nnexp import training as train  # noqa: E402
+from nnexp import lifecycle  # noqa: E402
 from nnexp.backends import Objective  # noqa: E402
 from nnexp.backends.torch import augment as device_augment  # noqa: E402
 from nnexp.backends.torch import model as torch_model  # noqa: E402
@@ -177,6 +178,6 @@ def test_short_torch_run_with_augmentation_completes(tmp_path, monkeypatch, on_d
     cfg = make_config(backend="torch", device="cpu", data={"train_size": 300, "augment": ALL},
                       training={"epochs": 1, "eta": 0.5})
     exp = train.prepare(cfg)
-    summary = train.start(exp, Run.create(tmp_path / "run", cfg["name"]))
+    summary = lifecycle.start(exp, Run.create(tmp_path / "run", cfg["name"]))
     assert summary["status"] == "completed" and summary["epochs_run"] == 1
     assert summary["best_validation_accuracy"] > 0.2  # it learned something from 300 images

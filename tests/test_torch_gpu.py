@@ -41,7 +41,7 @@ def build(device: str, dtype: str = "float64", dropout: float = 0.0, eager: bool
     layers[2]["dropout"] = layers[3]["dropout"] = dropout
     spec = build_spec(layers)
     params = init_params(spec, "network3", np.random.default_rng(0))
-    model = backends.get("torch").build(spec, params, Objective("log-likelihood", 0.01),
+    model = backends.get("torch").build(spec, params, Objective("log-likelihood", l2_coef=0.01),
                                         Optimizer("momentum", 0.9), dtype=dtype, device=device, seed=4)
     if eager:
         model.graph_error = "eager reference (set by the test)"
@@ -133,6 +133,7 @@ def test_dropout_state_resumes_on_the_graph():
 @pytest.mark.skipif(not os.environ.get("NNEXP_DATA_DIR"), reason="NNEXP_DATA_DIR is not set")
 def test_tiny_training_run_on_cuda(tmp_path):
     from nnexp import training as train
+    from nnexp import lifecycle
     from nnexp.runs import Run
 
     curves = {}
@@ -142,7 +143,7 @@ def test_tiny_training_run_on_cuda(tmp_path):
                               "model": {"layers": LAYERS}, "training": {"epochs": 2, "eta": 0.1}})
         exp = train.prepare(cfg)
         run = Run.create(tmp_path, cfg["name"])
-        summary = train.start(exp, run)
+        summary = lifecycle.start(exp, run)
         assert summary["device"] == device and summary["status"] == "completed"
         curves[device] = run.read_metrics()
     for gpu, cpu in zip(curves["cuda"], curves["cpu"]):

@@ -9,6 +9,7 @@ Images are 12x12 here: the maths does not care, and the whole file stays fast.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ pytest.importorskip("torch")
 from nnexp import backends, config  # noqa: E402
 from nnexp.backends import Objective, Optimizer  # noqa: E402
 from nnexp.gradcheck import check_model  # noqa: E402
-from nnexp.network import build_spec, init_params, l2_coefficient  # noqa: E402
+from nnexp.network import build_spec, init_params  # noqa: E402
 
 INPUT = (1, 12, 12)
 RTOL, ATOL = 1e-6, 1e-12
@@ -63,10 +64,11 @@ NETS = {  # id: (layers, cost)
                          conv(6, 3, "relu", stride=2, batch_norm=True), dense(12, "relu", dropout=0.3),
                          softmax()], "log-likelihood"),
 }
-PENALTIES = {"none": {},  # Objective's l2 and l1 coefficients
-             "l2-network2": {"l2": l2_coefficient("network2", lmbda=5.0, n_train=40, batch_size=8)},
-             "l2-network3": {"l2": l2_coefficient("network3", lmbda=1.0, n_train=40, batch_size=8)},
-             "l1": {"l1": 0.01}}
+PENALTIES = {"none": ("plain", 0.0, 0.0),  # (training.l2, training.lambda, training.l1)
+             "l2-network2": ("network2", 5.0, 0.0),
+             "l2-network3": ("network3", 1.0, 0.0),
+             "l1": ("plain", 0.0, 0.01)}
+N_TRAIN, BATCH = 40, 8  # the n and m the penalties are scaled for (`Objective.from_training`)
 
 
 def make_pair(net: str, penalty: str = "none", optimizer: Optimizer = Optimizer(), dtype: str = "float64"):
@@ -74,7 +76,7 @@ def make_pair(net: str, penalty: str = "none", optimizer: Optimizer = Optimizer(
     layers, cost = NETS[net]
     spec = build_spec(layers, INPUT)
     params = init_params(spec, "network2", np.random.default_rng(0))
-    objective = Objective(cost, **PENALTIES[penalty])
+    objective = Objective.from_training(cost, *PENALTIES[penalty], N_TRAIN, BATCH)
     ref = backends.get("numpy").build(spec, params, objective, optimizer, dtype=dtype, seed=SEED)
     model = backends.get("torch").build(spec, params, objective, optimizer, dtype=dtype,
                                         device="cpu", seed=SEED)
@@ -114,12 +116,43 @@ OPTIMIZERS = {"sgd": (Optimizer("sgd"), 0.5), "momentum": (Optimizer("momentum",
               "rmsprop": (Optimizer("rmsprop"), 0.01), "adam": (Optimizer("adam"), 0.01)}
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("penalty", PENALTIES)
-@pytest.mark.parametrize("net", NETS)
+def all_pairs(nets, penalties, optimizers) -> list[tuple[str, str, str]]:
+    """(net, penalty, optimizer) cases in which every pair of values from any two of the
+    three axes appears at least once: a pairwise cover of their cross product.
+
+    Greedy and deterministic: each (net, optimizer) pair, the largest product of two axes,
+    once, with the penalty that covers the most (net, penalty) and (penalty, optimizer)
+    pairs not yet covered, ties going to the least used so far, then to the first; then a
+    case for any pair still missing.
+    """
+    missing = ({("net", a, b) for a in nets for b in penalties}
+               | {("opt", b, c) for b in penalties for c in optimizers})
+    cases, uses = [], dict.fromkeys(penalties, 0)
+    for a, c in itertools.product(nets, optimizers):
+        b = max(penalties, key=lambda b: ((("net", a, b) in missing) + (("opt", b, c) in missing), -uses[b]))
+        cases.append((a, b, c))
+        uses[b] += 1
+        missing -= {("net", a, b), ("opt", b, c)}
+    for kind, u, v in sorted(missing):
+        cases.append((u, v, next(iter(optimizers))) if kind == "net" else (next(iter(nets)), u, v))
+    return cases
+
+
+# Every net, penalty and optimiser, and every pair of them, without the whole cross product.
+TRAIN_CASES = all_pairs(NETS, PENALTIES, OPTIMIZERS)
+
+
+def test_train_cases_cover_every_pair():
+    axes = (NETS, PENALTIES, OPTIMIZERS)
+    for i, j in itertools.combinations(range(3), 2):
+        assert {(case[i], case[j]) for case in TRAIN_CASES} == set(itertools.product(axes[i], axes[j]))
+    assert len(set(TRAIN_CASES)) == len(TRAIN_CASES) == len(NETS) * len(OPTIMIZERS)  # the fewest possible
+
+
+@pytest.mark.parametrize("net,penalty,optimizer", TRAIN_CASES)
 def test_train_epoch_matches(net, penalty, optimizer):
     optimizer, eta = OPTIMIZERS[optimizer]
-    ref, model, _, _ = make_pair(net, penalty, optimizer)
+    ref, model, _, spec = make_pair(net, penalty, optimizer)
     x, y = data()
     batches = np.random.default_rng(2).permutation(len(y))[:24].reshape(3, 8)
     for scale in (1.0, 0.5):  # two epochs: buffers carry over, masks keep their stream
@@ -130,7 +163,7 @@ def test_train_epoch_matches(net, penalty, optimizer):
         close(actual[name], expected[name])
     ref_state, state = ref.get_state(), model.get_state()
     buffers = [key for key, value in ref_state.items() if isinstance(value, np.ndarray)]
-    trainable = make_pair(net)[3].trainable_names
+    trainable = spec.trainable_names
     assert len(buffers) == 1 + len(optimizer.buffers) * len(trainable)  # + optimizer.step
     assert int(state["optimizer.step"]) == int(ref_state["optimizer.step"]) == 2 * len(batches)
     for key in buffers:
@@ -237,12 +270,13 @@ def run_config(backend: str, **training) -> dict:
 
 
 def train_run(cfg: dict, runs_dir):
+    from nnexp import lifecycle
     from nnexp import training as train
     from nnexp.runs import Run
 
     exp = train.prepare(cfg)
     run = Run.create(runs_dir, cfg["name"])
-    train.start(exp, run)
+    lifecycle.start(exp, run)
     return run
 
 

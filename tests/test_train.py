@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from nnexp import training as train
+from nnexp import lifecycle
 from nnexp.errors import ConfigError, RunFailed
 from nnexp.evaluate import load_run_model, run_dataset, score
+from nnexp.network import init_params
 from nnexp.runs import Run
 
 from conftest import make_config, needs_mnist
@@ -26,7 +28,7 @@ SUMMARY_KEYS = {"status", "best_epoch", "best_validation_accuracy", "test_accura
 def run_config(cfg, tmp_path, name="run"):
     exp = train.prepare(cfg)
     run = Run.create(tmp_path / name, cfg["name"])
-    return run, train.start(exp, run)
+    return run, lifecycle.start(exp, run)
 
 
 def metrics_without_time(run):
@@ -121,7 +123,7 @@ def test_layer_speed_is_recorded_from_the_weights_each_epoch_starts_with(tmp_pat
 
     exp = train.prepare(cfg)
     seeds = train.Seeds.from_seed(cfg["seed"])
-    model = train.build_model(exp, train.init_params(exp.spec, "network2", seeds.init), seeds)
+    model = train.build_model(exp, init_params(exp.spec, "network2", seeds.init), seeds)
     x, y = exp.dataset.train.x[:1000], exp.dataset.train.y[:1000]
     _, grads = model.loss_and_grads(x, y)
     expected = [float(np.linalg.norm(grads[f"{i}.b"])) for i in range(3)]
@@ -146,7 +148,7 @@ def test_divergence_stops_the_run_and_keeps_the_best_checkpoint(tmp_path):
     exp = train.prepare(cfg)
     run = Run.create(tmp_path, "diverge")
     with pytest.raises(RunFailed, match="diverged.*training.eta"):
-        train.start(exp, run)
+        lifecycle.start(exp, run)
     summary = run.read_summary()
     assert summary["status"] == "diverged" and summary["stop_reason"] == "diverged"
 
@@ -164,12 +166,12 @@ def test_a_time_limit_pauses_between_epochs_and_resume_finishes_identically(tmp_
     monkeypatch.setattr(train.time, "monotonic", lambda: next(clock))
     exp = train.prepare(cfg)
     run = Run.create(tmp_path / "paused", cfg["name"])
-    paused = train.start(exp, run, deadline=50.0)
+    paused = lifecycle.start(exp, run, deadline=50.0)
     assert (paused["status"], paused["stop_reason"], paused["epochs_run"]) == ("interrupted", "time-limit", 1)
     assert run.read_summary() == paused and len(run.read_metrics()) == 1
     assert "paused after epoch 1 at the time limit" in (run.path / "train.log").read_text()
     monkeypatch.undo()
-    resumed = train.resume(exp, run)
+    resumed = lifecycle.resume(exp, run)
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 3
     expected = metrics_without_time(Run(whole["run_dir"]))
     assert metrics_without_time(run) == expected
@@ -190,7 +192,7 @@ def test_ctrl_c_between_metrics_and_checkpoint_claims_only_the_saved_epoch(tmp_p
     exp = train.prepare(cfg)
     run = Run.create(tmp_path, cfg["name"])
     with pytest.raises(KeyboardInterrupt):
-        train.start(exp, run)
+        lifecycle.start(exp, run)
     summary = run.read_summary()
     _, meta, _ = run.load_checkpoint("last")
     assert summary["status"] == "interrupted" and summary["epochs_run"] == meta["epoch"] == 1
@@ -205,8 +207,8 @@ def test_ctrl_c_before_the_first_summary_still_marks_the_run_interrupted(tmp_pat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while the network is being built
 
-    monkeypatch.setattr(train, "build_model", interrupted)
+    monkeypatch.setattr(lifecycle, "build_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train.start(exp, run)
+        lifecycle.start(exp, run)
     summary = run.read_summary()
     assert summary["status"] == "interrupted" and summary["epochs_run"] == 0

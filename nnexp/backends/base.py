@@ -17,14 +17,87 @@ import numpy as np
 from nnexp.network import NetworkSpec
 
 
+def penalty_scale(form: str, n: int, m: int) -> float:
+    """What a penalty strength (lambda, or training.l1) is multiplied by before it meets the
+    mean mini-batch cost, in each code base's form (the config's `training.l2`), for a
+    training set of n images in mini-batches of m:
+
+    network2 (Nielsen, chapter 3): C = C0 + lambda/(2n) sum w^2, and C0 + (lambda/n) sum |w|
+        for L1: 1/n. Its update is w -> (1 - eta lambda/n) w - (eta/m) sum_x dC_x/dw.
+    network3 (Nielsen, chapter 6): cost + 0.5*lambda*sum||W||^2 / num_training_batches, and
+        num_training_batches = n/m: m/n, m times stronger than network2's.
+    plain (Saitoh): loss + 0.5*lambda*sum||W||^2, whatever n and m: 1.
+    """
+    if form == "plain":
+        return 1.0
+    if form == "network2":
+        return 1.0 / n
+    if form == "network3":
+        return m / n
+    raise ValueError(f"unknown L2 form {form!r}")
+
+
+def _float64(w):
+    return w.astype(np.float64) if isinstance(w, np.ndarray) else w.double()
+
+
+def _sign(w):
+    return np.sign(w) if isinstance(w, np.ndarray) else w.sign()  # sign(0) = 0 in both
+
+
 @dataclass(frozen=True)
 class Objective:
-    """What is minimised: the mean mini-batch `cost` plus ``0.5 * l2 * sum ||W||^2`` plus
-    ``l1 * sum |W|``, over the weights of every layer (never biases)."""
+    """What is minimised, and the one place its weight penalties are written: the mean
+    mini-batch `cost` plus ``0.5 * l2_coef * sum ||W||^2`` plus ``l1_coef * sum |W|``, over
+    the weights of every layer (`penalises`: never biases, nor batch norm's gamma and beta).
+
+    The coefficients are already resolved from the config (`from_training`): lambda times the
+    form's scale, so each backend only ever adds ``l2_coef * w`` (weight decay) and
+    ``l1_coef * sign(w)`` to a weight's gradient. In network2's form, with C0 the mean
+    mini-batch cost, that is Nielsen's C = C0 + lambda/(2n) sum w^2 and his update
+    w -> (1 - eta lambda/n) w - (eta/m) sum_x dC_x/dw (`penalty_scale` has all three forms).
+
+    Build it with `from_training` from a config's quantities, or directly with the
+    coefficients (tests, benchmarks): ``Objective("log-likelihood", l2_coef=0.01)``.
+    """
 
     cost: str  # log-likelihood | cross-entropy | quadratic
-    l2: float = 0.0  # already resolved from lambda, the penalty form, n and m (network.penalty_scale)
-    l1: float = 0.0  # likewise, from training.l1; its gradient uses sign(0) = 0
+    l2_coef: float = 0.0  # the c in 0.5*c*sum||W||^2: weight decay, g += c*w
+    l1_coef: float = 0.0  # the c in c*sum|W|: g += c*sign(w), with sign(0) = 0
+
+    @classmethod
+    def from_training(cls, cost: str, form: str, lmbda: float, l1: float, n: int, m: int) -> Objective:
+        """The objective a run trains: `cost` with the L2 strength `lmbda` (training.lambda)
+        and the L1 strength `l1` (training.l1), both scaled as `form` (training.l2) says for
+        n training images in mini-batches of m (`penalty_scale`)."""
+        scale = penalty_scale(form, n, m)
+        return cls(cost, l2_coef=lmbda * scale, l1_coef=l1 * scale)
+
+    @staticmethod
+    def penalises(name: str) -> bool:
+        """Whether the parameter `name` ("<layer>.<key>": "0.w", "0.b", "1.gamma", ...) is a
+        weight, which the penalties reach: a dense layer's matrix or a conv layer's kernels."""
+        return name.rpartition(".")[2] == "w"
+
+    def penalty(self, w) -> float:
+        """The penalties' cost term for one weight w (a NumPy array or a torch tensor),
+        summed in float64."""
+        w64, total = _float64(w), 0.0
+        if self.l2_coef:
+            total += 0.5 * self.l2_coef * float((w64 ** 2).sum())
+        if self.l1_coef:
+            total += self.l1_coef * float(abs(w64).sum())
+        return total
+
+    def add_penalty_grad(self, w, g) -> None:
+        """Add the penalties' gradient at w to g, in place: ``g += l2_coef * w``, then
+        ``g += l1_coef * sign(w)``. w and g are NumPy arrays or torch tensors (under no_grad);
+        it branches on the coefficients only, never on tensor values, so a CUDA graph can
+        capture it."""
+        if self.l2_coef:
+            g += self.l2_coef * w
+        if self.l1_coef:
+            g += self.l1_coef * _sign(w)
 
 
 # The buffers each optimiser keeps per parameter, named as they appear in checkpoints
@@ -51,8 +124,9 @@ class Optimizer:
     adam      m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);  t += 1
               w -= eta sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)    (Saitoh's form)
 
-    `g` already includes the L2 term. eps = 1e-7 as in Saitoh's code: it only keeps a
-    parameter whose gradient has always been zero from dividing by zero.
+    `g` already includes the penalties' gradient (`Objective.add_penalty_grad`). eps = 1e-7
+    as in Saitoh's code: it only keeps a parameter whose gradient has always been zero from
+    dividing by zero.
     """
 
     name: str = "sgd"
@@ -178,7 +252,7 @@ class Model(ABC):
 
     @abstractmethod
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """(mean data cost, accuracy) in inference mode; the L2 penalty is not included."""
+        """(mean data cost, accuracy) in inference mode; the weight penalties are not included."""
 
 
 class Backend(ABC):

@@ -87,16 +87,13 @@ class NumpyModel(Model):
             grad = layer.backward(grad)
 
     def _step(self, eta: float) -> None:
-        l2, l1, optimizer = self.objective.l2, self.objective.l1, self.optimizer
+        objective, optimizer = self.objective, self.optimizer
         self.steps += 1
         eta = optimizer.step_size(eta, self.steps)
         for name, (layer, key) in self.trainable.items():
             w, g = layer.params[key], layer.grads[key]
-            if key == "w":
-                if l2:
-                    g += l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
-                if l1:
-                    g += l1 * np.sign(w)  # gradient of l1*sum|W|, with sign(0) = 0
+            if objective.penalises(name):
+                objective.add_penalty_grad(w, g)
             optimizer.update(w, g, self.buffers[name], eta)
 
     @np.errstate(over="ignore", invalid="ignore")  # a diverging run is reported by the loop
@@ -123,17 +120,13 @@ class NumpyModel(Model):
             self.rng.bit_generator.state = saved
             for layer in self.layers:
                 layer.update_stats = True
-        grads, l2, l1 = {}, self.objective.l2, self.objective.l1
+        grads, objective = {}, self.objective
         for name, (layer, key) in self.trainable.items():
-            g = layer.grads[key]
-            if key == "w":
+            g = layer.grads[key]  # made anew by each backward pass: adding to it is safe
+            if objective.penalises(name):
                 w = layer.params[key]
-                if l2:
-                    loss += 0.5 * l2 * float(np.sum(w.astype(np.float64) ** 2))
-                    g = g + l2 * w
-                if l1:
-                    loss += l1 * float(np.sum(np.abs(w.astype(np.float64))))
-                    g = g + l1 * np.sign(w)
+                loss += objective.penalty(w)
+                objective.add_penalty_grad(w, g)
             grads[name] = layer.canonical(key, g).astype(np.float64)
         return loss, grads
 

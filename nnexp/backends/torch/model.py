@@ -1,8 +1,8 @@
 """The torch model: the NumPy backend's network and update rule, with autograd and a device.
 
 Semantics are the NumPy model's, step for step: the same parameter names and layouts, the
-same objective (mean batch cost + 0.5 * l2 * sum ||W||^2 + l1 * sum |W|), the same `_step`
-arithmetic (g + l2 w + l1 sign(w), then `Optimizer.update`), dropout masks drawn per dense
+same `Objective` (its penalties' cost and gradient terms), the same `_step` arithmetic
+(`Objective.add_penalty_grad`, then `Optimizer.update`), dropout masks drawn per dense
 layer in forward order.
 What differs is where the arrays live: the training images are uploaded to the device once
 and kept (cached by array identity), each epoch's index matrix crosses once, and mini-batches
@@ -151,19 +151,17 @@ class TorchModel(Model):
         return cost_sum(self.objective.cost, z, a, y) / x.shape[0]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, eta: float | torch.Tensor) -> None:
-        """One update on a batch, as `NumpyModel._step`: g += l2 w + l1 sign(w) (weights
-        only), then `Optimizer.update`. `eta` may be a 0-d device tensor (the graph's)."""
-        l2, l1, optimizer = self.objective.l2, self.objective.l1, self.optimizer
+        """One update on a batch, as `NumpyModel._step`: the penalties' gradient added to each
+        weight's (`Objective.add_penalty_grad`), then `Optimizer.update`. `eta` may be a 0-d
+        device tensor (the graph's)."""
+        objective, optimizer = self.objective, self.optimizer
         grads = torch.autograd.grad(self._data_loss(x, y, update_stats=True), list(self.trainable.values()))
         with torch.no_grad():
             self.steps += 1
             eta = optimizer.step_size(eta, self.steps)
             for (name, w), g in zip(self.trainable.items(), grads):
-                if name.endswith(".w"):
-                    if l2:
-                        g = g + l2 * w  # gradient of 0.5*l2*||W||^2: weight decay
-                    if l1:
-                        g = g + l1 * torch.sign(w)  # gradient of l1*sum|W|, sign(0) = 0
+                if objective.penalises(name):
+                    objective.add_penalty_grad(w, g)  # in place: a weight's gradient is its own tensor
                 optimizer.update(w, g, self.buffers[name], eta)
 
     def _eager_step(self, xs: torch.Tensor, ys: torch.Tensor, rows: torch.Tensor, eta: float) -> None:
@@ -202,16 +200,12 @@ class TorchModel(Model):
         finally:
             self.generator.set_state(saved_torch)
             self.numpy_masks = saved_numpy
-        loss, l2, l1, out = float(loss_t.detach()), self.objective.l2, self.objective.l1, {}
+        loss, objective, out = float(loss_t.detach()), self.objective, {}
         with torch.no_grad():
             for (name, w), g in zip(self.trainable.items(), grads):
-                if name.endswith(".w"):
-                    if l2:
-                        loss += 0.5 * l2 * float(torch.sum(w.double() ** 2))
-                        g = g + l2 * w
-                    if l1:
-                        loss += l1 * float(torch.sum(w.double().abs()))
-                        g = g + l1 * torch.sign(w)
+                if objective.penalises(name):
+                    loss += objective.penalty(w)
+                    objective.add_penalty_grad(w, g)
                 out[name] = g.cpu().numpy().astype(np.float64)
         return loss, out
 
