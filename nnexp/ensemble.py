@@ -122,7 +122,7 @@ def _predict(member, x: np.ndarray, num_classes: int) -> np.ndarray:
 
 def plot_ensemble_errors(result: EnsembleResult, out: str | Path, limit: int = 100) -> Path:
     """The grid of test digits the ensemble got wrong (true label top right, answer bottom right)."""
-    from nnexp.plots import plot_errors
+    from nnexp.plots import plot_errors  # lazily: matplotlib takes a second to import
 
     wrong = result.wrong
     test = result.test.test

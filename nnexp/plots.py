@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from nnexp.errors import UserError
 from nnexp.runs import Run, best_record
@@ -65,8 +66,6 @@ def _series(metrics: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _epoch_axis(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(alpha=0.3)
 

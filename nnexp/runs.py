@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import shutil
 import re
 import zipfile
 from datetime import datetime
@@ -90,7 +91,7 @@ def _file_lock(path: Path):
     the OS drops when its process dies will do: a soft lock (a marker file) left behind by a
     killed run would block its resume for ever."""
     try:
-        import filelock
+        import filelock  # only where fcntl is missing (Windows); an optional dependency
     except ImportError:
         filelock = None
     if filelock is None:
@@ -174,8 +175,6 @@ class Run:
 
     def clear(self) -> None:
         """Remove everything a run wrote (to start a failed run over), keeping the directory."""
-        import shutil
-
         for child in self.path.iterdir():
             if child.name == ".lock":
                 continue

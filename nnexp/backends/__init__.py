@@ -51,6 +51,7 @@ def get(name: str, *, require_available: bool = True) -> Backend:
 
 @register("numpy")
 def _numpy() -> Backend:
+    # a backend's module is imported when it is first asked for: torch's takes seconds
     from nnexp.backends.numpy import NumpyBackend
 
     return NumpyBackend()
@@ -58,6 +59,6 @@ def _numpy() -> Backend:
 
 @register("torch")
 def _torch() -> Backend:
-    from nnexp.backends.torch import TorchBackend
+    from nnexp.backends.torch import TorchBackend  # lazily: torch takes seconds to import
 
     return TorchBackend()

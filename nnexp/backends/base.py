@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnexp.data.augment import augment_epoch
 from nnexp.network import NetworkSpec
 
 
@@ -217,8 +218,6 @@ class Model(ABC):
         data lives (the GPU) and return its own array type, which its `train_epoch` accepts.
         All randomness must come from `rng`: the loop saves its state for resuming.
         """
-        from nnexp.data.augment import augment_epoch
-
         return augment_epoch(x, spec, rng)
 
     @abstractmethod

@@ -7,6 +7,7 @@ import numpy as np
 from nnexp.backends.base import Backend, Model, Objective, Optimizer, Progress, batch_numbers
 from nnexp.backends.numpy.functional import cost_delta, cost_value
 from nnexp.backends.numpy.layers import make_layer
+from nnexp.errors import BackendError
 from nnexp.network import NetworkSpec
 
 EVAL_CHUNK = 500  # examples per inference pass: bounds im2col memory (~64 MB for conv2)
@@ -164,8 +165,6 @@ class NumpyBackend(Backend):
 
     def resolve_device(self, device: str) -> str:
         if device not in ("auto", "cpu"):
-            from nnexp.errors import BackendError
-
             raise BackendError(f"the numpy backend runs on the CPU only, not {device!r}; "
                                "use --backend torch for a GPU")
         return "cpu"
