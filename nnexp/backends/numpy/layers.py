@@ -171,6 +171,8 @@ class Conv(Layer):
     comes before pooling, on every position of the feature map, as in conv -> BN -> ReLU ->
     pool. im2col orders its rows by pool-window offset first, so pooling is an element-wise
     max of p*p contiguous blocks, and normalising them all is one column-wise operation.
+    Under `pool_ties: all` the bias is added after the pool, as network3 adds it
+    (`_bias_after_pool`).
     """
 
     def __init__(self, spec: LayerSpec, need_dx: bool):
@@ -188,13 +190,30 @@ class Conv(Layer):
         z = self.cols @ self.params["w"]  # (p*p*B*Hp*Wp, F)
         if self.spec.batch_norm:  # beta is the bias
             z = self._normalise(z, train)
-        else:
+        elif not self._bias_after_pool:
             z += self.params["b"]
         z = z.reshape(p * p, b * hp * wp, -1)  # (p*p, B*Hp*Wp, F)
         if p > 1:
             z, self.mask = _pool_rows(z, self.spec.pool_ties)  # (B*Hp*Wp, F)
+        if self._bias_after_pool:
+            z += self.params["b"]
         self.a = activate(self.spec.activation, z.reshape(b, hp, wp, -1))  # (B, Hp, Wp, F)
         return self.a
+
+    @property
+    def _bias_after_pool(self) -> bool:
+        """Whether the bias is added after the max-pool, as network3's ConvPoolLayer does.
+
+        Only under `pool_ties: all` does the place matter. There each window sends its
+        gradient to every tied maximum, so a bias added before the pool would collect it once
+        per tie (a blank window: p*p times); network3 adds it after and collects it once.
+        Under the first-max rule the bias stays before the pool, as in torch's conv2d +
+        max_pool2d: the pooled values are bitwise the same either way (rounding is monotone),
+        but a bias added first can round two nearly equal inputs into a tie and so move the
+        gradient to the other one; keeping it there keeps those results bitwise unchanged.
+        """
+        spec = self.spec
+        return spec.pool > 1 and spec.pool_ties == "all" and not spec.batch_norm
 
     def _im2col(self, x: np.ndarray) -> np.ndarray:
         """(B, H, W, C) -> (p*p*B*Hp*Wp, k*k*C): every receptive field as a row."""
@@ -214,12 +233,14 @@ class Conv(Layer):
         k, p, s = self.spec.size, self.spec.pool, self.spec.stride
         b, hp, wp, f = dz.shape
         dz = dz.reshape(1, b * hp * wp, f)
+        if self._bias_after_pool:
+            self.grads["b"] = dz.sum(axis=(0, 1))  # once per window, before any tie copies it
         if p > 1:
             dz = self.mask * dz  # (p*p, B*Hp*Wp, F): each window's gradient to its maximum
         dz = dz.reshape(-1, f)  # (p*p*B*Hp*Wp, F): im2col's rows
         if self.spec.batch_norm:
             dz = self._normalise_backward(dz)
-        else:
+        elif not self._bias_after_pool:
             self.grads["b"] = dz.sum(axis=0)
         self.grads["w"] = self.cols.T @ dz  # (k*k*C, F)
         if not self.need_dx:
