@@ -42,9 +42,15 @@ def train(config: str | Path, *, runs_dir: str | Path = "runs", data_dir: str | 
 
     from nnexp import config as configs
     from nnexp import training
+    from nnexp.errors import ConfigError
     from nnexp.runs import Run
 
-    sets = [f"{_key(name)}={json.dumps(value)}" for name, value in overrides.items()]
+    sets = []
+    for name, value in overrides.items():
+        try:  # JSON would write NaN as NaN, which reads back as a string
+            sets.append(f"{_key(name)}={json.dumps(value, allow_nan=False)}")
+        except ValueError:
+            raise ConfigError(_key(name), f"must be a finite number, got {value!r}") from None
     cfg = configs.load(config, sets)
     exp = training.prepare(cfg, data_dir=data_dir)  # every check before the run directory exists
     run = Run.create(runs_dir, cfg["name"])

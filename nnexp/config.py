@@ -336,6 +336,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError("", f"--set expects key.path=value, got {_quote(item)}")
         try:
             value = parse_yaml(text) if text.strip() else None
+        except _Refused as exc:  # well-formed, but more than nnexp reads: not "invalid YAML"
+            digits = text.strip().lstrip("+-")
+            if re.fullmatch(r"[0-9]+", digits):  # Python reads at most 4,300 digits
+                raise ConfigError(key, f"--set value {_quote(text)} is an integer of {len(digits):,} "
+                                       f"digits, too large to read") from None
+            raise ConfigError(key, f"--set value {_quote(text)} is refused: {exc}") from None
         except yaml.YAMLError:
             raise ConfigError(key, f"--set value {_quote(text)} is not valid YAML") from None
         parts = key.split(".")
@@ -392,7 +398,9 @@ def _check_field(path: str, field: Field, value: Any) -> Any:
     if float in types and isinstance(value, int):
         value = float(value)
     if not isinstance(value, types):
-        raise ConfigError(path, f"expected {_TYPE_NAMES[types[0]]}, got {_kind(value)} ({_quote(value)})")
+        # YAML reads only .nan and .inf as numbers: `nan` or `inf` arrives as a string
+        wanted = "a finite number" if float in types and _spells_non_finite(value) else _TYPE_NAMES[types[0]]
+        raise ConfigError(path, f"expected {wanted}, got {_kind(value)} ({_quote(value)})")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(path, f"must be a finite number, got {value}")
     if field.choices is not None and value not in field.choices:
@@ -405,6 +413,14 @@ def _check_field(path: str, field: Field, value: Any) -> Any:
         op = "<" if field.max_exclusive else "<="
         raise ConfigError(path, f"must be {op} {field.max:g}, got {_quote(value)}")
     return value
+
+
+def _spells_non_finite(value: Any) -> bool:
+    """Whether a string is NaN or an infinity as Python or JSON writes it (nan, -Infinity)."""
+    try:
+        return isinstance(value, str) and len(value) < 20 and not math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _check_mapping(path: str, schema: dict[str, Any], raw: Any) -> dict:
