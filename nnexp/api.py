@@ -18,6 +18,7 @@ from typing import Any
 from nnexp import config as configs
 from nnexp import lifecycle
 from nnexp.config import SCHEMA
+from nnexp.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,12 @@ def _key(name: str) -> str:
 def train(config: str | Path, *, runs_dir: str | Path = "runs", data_dir: str | Path | None = None,
           time_limit_minutes: float | None = None, **overrides: Any) -> TrainedRun:
     """Train the network `config` describes, with `overrides`; what `nnexp train` does."""
-    sets = [f"{_key(name)}={json.dumps(value)}" for name, value in overrides.items()]
+    sets = []
+    for name, value in overrides.items():
+        try:  # JSON would write NaN as NaN, which reads back as a string
+            sets.append(f"{_key(name)}={json.dumps(value, allow_nan=False)}")
+        except ValueError:
+            raise ConfigError(_key(name), f"must be a finite number, got {value!r}") from None
     cfg = configs.load(config, sets)
     exp, run = lifecycle.new_run(cfg, runs_dir, data_dir)
     summary = lifecycle.execute(exp, run, lifecycle.Intent.START,

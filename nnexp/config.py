@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from nnexp.data import DATASETS
 from nnexp.data.augment import check_augment_spec
 from nnexp.errors import ConfigError
 from nnexp.network import build_spec
-from nnexp.yamlio import TYPE_NAMES, describe, parse_yaml, quote, read_yaml_file
+from nnexp.yamlio import TYPE_NAMES, Refused, describe, parse_yaml, quote, read_yaml_file
 
 REQUIRED = object()  # marker default: the key must be given
 
@@ -182,6 +183,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError("", f"--set expects key.path=value, got {quote(item)}")
         try:
             value = parse_yaml(text) if text.strip() else None
+        except Refused as exc:  # well-formed, but more than nnexp reads: not "invalid YAML"
+            digits = text.strip().lstrip("+-")
+            if re.fullmatch(r"[0-9]+", digits):  # Python reads at most 4,300 digits
+                raise ConfigError(key, f"--set value {quote(text)} is an integer of {len(digits):,} "
+                                       f"digits, too large to read") from None
+            raise ConfigError(key, f"--set value {quote(text)} is refused: {exc}") from None
         except yaml.YAMLError:
             raise ConfigError(key, f"--set value {quote(text)} is not valid YAML") from None
         parts = key.split(".")
@@ -227,7 +234,9 @@ def _check_field(path: str, field: Field, value: Any) -> Any:
     if float in types and isinstance(value, int):
         value = float(value)
     if not isinstance(value, types):
-        raise ConfigError(path, f"expected {TYPE_NAMES[types[0]]}, got {describe(value)} ({quote(value)})")
+        # YAML reads only .nan and .inf as numbers: `nan` or `inf` arrives as a string
+        wanted = "a finite number" if float in types and _spells_non_finite(value) else TYPE_NAMES[types[0]]
+        raise ConfigError(path, f"expected {wanted}, got {describe(value)} ({quote(value)})")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(path, f"must be a finite number, got {value}")
     if field.choices is not None and value not in field.choices:
@@ -240,6 +249,14 @@ def _check_field(path: str, field: Field, value: Any) -> Any:
         op = "<" if field.max_exclusive else "<="
         raise ConfigError(path, f"must be {op} {field.max:g}, got {quote(value)}")
     return value
+
+
+def _spells_non_finite(value: Any) -> bool:
+    """Whether a string is NaN or an infinity as Python or JSON writes it (nan, -Infinity)."""
+    try:
+        return isinstance(value, str) and len(value) < 20 and not math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _check_mapping(path: str, schema: dict[str, Any], raw: Any) -> dict:

@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,30 +89,68 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     return grid
 
 
+MAX_SEEDS = 10_000  # the most seeds a sweep takes: far past any experiment, short of minutes of planning
+MAX_SEED = 2**63 - 1  # a signed 64-bit integer: NumPy's SeedSequence takes it, as does any reader of summary.json
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value as an error quotes it: its repr, cut short (it may be thousands of digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def parse_seeds(text: str | int | list | None, base_seed: int, where: str = "--seeds") -> list[int] | None:
-    """``N`` -> N seeds counting up from the config's own; ``1,3,5`` or a YAML list -> those."""
+    """``N`` -> N seeds counting up from the config's own; ``1,3,5`` or a YAML list -> those.
+
+    Seeds are whole numbers 0..MAX_SEED, at most MAX_SEEDS of them: a list entry 1.5 is
+    refused rather than read as 1, and a count of 3,000,000 rather than planned for seconds."""
     if text is None:
         return None
     if isinstance(text, str) and "," not in text:
+        if re.fullmatch(r"[0-9]+", text.strip()) and len(text.strip().lstrip("0")) > len(str(MAX_SEEDS)):
+            # before int(), which refuses 4,300 digits with a message about Python
+            raise UserError(f"{where}: at most {MAX_SEEDS:,} seeds, got {_shown(text.strip())}")
         try:
             text = int(text)
         except ValueError:
-            raise UserError(f"{where}: expected a count N or a list 1,3,5, got {text!r}") from None
+            raise UserError(f"{where}: expected a count N or a list 1,3,5, got {_shown(text)}") from None
     if isinstance(text, bool):
         raise UserError(f"{where}: expected a count N or a list of seeds, got {text}")
     if isinstance(text, int):
         if text < 1:
-            raise UserError(f"{where}: the number of seeds must be at least 1, got {text}")
-        return list(range(base_seed, base_seed + text))
-    parts = text.split(",") if isinstance(text, str) else text
-    try:
-        seeds = [int(s) for s in parts if str(s).strip()] if isinstance(parts, list) else None
-    except ValueError:
-        seeds = None
-    if not seeds or any(s < 0 for s in seeds) or any(isinstance(s, bool) for s in parts):
-        raise UserError(f"{where}: expected a count N or a list of seeds >= 0, got {text!r}")
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"{where}: a seed is listed twice")
+            raise UserError(f"{where}: the number of seeds must be at least 1, got {_shown(text)}")
+        if text > MAX_SEEDS:
+            raise UserError(f"{where}: at most {MAX_SEEDS:,} seeds, got {_shown(text)}")
+        seeds = list(range(base_seed, base_seed + text))
+    else:
+        parts = text.split(",") if isinstance(text, str) else text
+        seeds = _whole_numbers(parts) if isinstance(parts, list) else None
+        if not seeds:
+            raise UserError(f"{where}: expected a count N or a list of whole-number seeds >= 0, "
+                            f"got {_shown(text)}")
+        if len(seeds) > MAX_SEEDS:
+            raise UserError(f"{where}: at most {MAX_SEEDS:,} seeds, got {len(seeds):,}")
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"{where}: a seed is listed twice")
+    if max(seeds) > MAX_SEED:
+        start = f" (counting up from the config's seed {_shown(base_seed)})" if isinstance(text, int) else ""
+        raise UserError(f"{where}: a seed must be at most 2**63 - 1 = {MAX_SEED}{start}")
+    return seeds
+
+
+def _whole_numbers(parts: list) -> list[int] | None:
+    """Each part as a seed, an integer >= 0 or its digits ("1,3," as "1,3"); None if any part
+    is not one: 1.5 is not seed 1, nor -2 a seed."""
+    seeds = []
+    for part in parts:
+        if isinstance(part, str) and not part.strip():
+            continue
+        if isinstance(part, str) and re.fullmatch(r"[0-9]+", part.strip()):
+            seeds.append(int(part))
+        elif isinstance(part, int) and not isinstance(part, bool) and part >= 0:
+            seeds.append(part)
+        else:
+            return None
     return seeds
 
 
@@ -142,7 +181,10 @@ def grid_plan(name: str, bases: dict[str, dict], grid: dict[str, list], seeds: l
     for key, values in grid.items():
         if not values:
             raise UserError(f"grid: {key} has no values")
-        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+        for value in values:
+            if not _finite(value):  # NaN would reach the config as the string 'NaN'
+                raise UserError(f"grid: {key}: a value must be a finite number, got {_shown(value)}")
+        if len({_same(v) for v in values}) != len(values):  # 1 and 1.0 are one point
             raise UserError(f"grid: {key} lists a value twice")
     if seeds is not None and "seed" in grid:
         raise UserError("give the seeds either as --seeds or as a grid over seed, not both")
@@ -160,6 +202,29 @@ def grid_plan(name: str, bases: dict[str, dict], grid: dict[str, list], seeds: l
         points = [Point(f"{i:03d}-{p.id}", p.base, p.overrides) for i, p in enumerate(points, start=1)]
     spec = {"grid": grid, "seeds": seeds}
     return Plan(name, "grid", bases, points, spec)
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a grid value (lists and mappings included)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, dict)):
+        return all(_finite(v) for v in (value.values() if isinstance(value, dict) else value))
+    return True
+
+
+def _same(value: Any) -> Any:
+    """A grid value as a hashable key equal for values that make the same config: numbers
+    compare as numbers (1 == 1.0, as a float field reads them), booleans stay booleans."""
+    if isinstance(value, bool) or value is None:
+        return ("const", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, list):
+        return ("list", tuple(_same(v) for v in value))
+    if isinstance(value, dict):
+        return ("mapping", frozenset((k, _same(v)) for k, v in value.items()))
+    return ("text", value)
 
 
 def search_plan(name: str, base: dict, draws: list[dict[str, Any]], spec: dict) -> Plan:
@@ -224,6 +289,9 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
     file_grid = raw.get("grid") or {}
     if not isinstance(file_grid, dict) or not all(isinstance(v, list) for v in file_grid.values()):
         raise ConfigError("grid", "expected a mapping of config keys to lists of values")
+    for key in file_grid:
+        if not isinstance(key, str):  # YAML reads `5:` as a number
+            raise ConfigError("grid", f"key {_shown(key)} is not a config key (a dotted name like training.eta)")
     first = config.resolve(next(iter(bases.values())))
     chosen_seeds = parse_seeds(seeds if seeds is not None else raw.get("seeds"), first["seed"],
                                "--seeds" if seeds is not None else "seeds")

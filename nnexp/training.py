@@ -239,13 +239,18 @@ def epoch_eta(tr: dict, epoch: int, plateau_eta: float) -> float:
     halve-on-plateau has state, the halved rate `plateau_eta` the loop keeps. Warm-up then
     scales the first `warmup_epochs` epochs by 1/(W+1), 2/(W+1), ...: large steps on the
     random initial network can wreck batch-normalised layers before their statistics settle.
-    Cosine anneals over the epochs after the warm-up, from η down to nearly 0 in the last.
+    Step and cosine start after the warm-up, which rises to the undecayed η: cosine anneals
+    from η down to nearly 0 in the last epoch, step multiplies η by the factor every
+    `step_every` epochs counted from the warm-up's end.
     """
     eta0, schedule, warmup = tr["eta"], tr["schedule"], tr["warmup_epochs"]
     if schedule == "halve-on-plateau":
         eta = plateau_eta
     elif schedule == "step":
-        eta = eta0 * tr["step_factor"] ** ((epoch - 1) // tr["step_every"])
+        # counted from the warm-up's end, as cosine is: decaying during it would scale an
+        # already decayed η, and the warm-up would not rise (η 0.4, factor 0.5, every epoch,
+        # W 3: 0.1, 0.1, 0.075 instead of 0.1, 0.2, 0.3)
+        eta = eta0 * tr["step_factor"] ** (max(epoch - 1 - warmup, 0) // tr["step_every"])
     elif schedule == "cosine":
         progress = max(epoch - 1 - warmup, 0) / (tr["epochs"] - warmup)
         eta = eta0 * 0.5 * (1.0 + math.cos(math.pi * progress))

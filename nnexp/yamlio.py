@@ -33,7 +33,7 @@ MAX_YAML_VALUES = 100_000  # every value, each alias counted as often as it is u
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _Refused(yaml.YAMLError):
+class Refused(yaml.YAMLError):
     """YAML that parses but is refused: too large, too deep, a key given twice, a scalar
     that cannot be converted. Its message is one line; callers that catch YAMLError report
     it as they report bad YAML."""
@@ -85,14 +85,14 @@ class _Loader(yaml.SafeLoader):
             event = self.peek_event()
             node = super().compose_node(parent, index)
             if node not in self._extent:  # still being composed: the alias is inside its anchor
-                raise _Refused(f"alias *{event.anchor[:40]} ({_line(event.start_mark)}) "
+                raise Refused(f"alias *{event.anchor[:40]} ({_line(event.start_mark)}) "
                                "refers to a value that contains it")
             return node
         collection = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
         if collection:
             self._nesting += 1
             if self._nesting > MAX_YAML_DEPTH:
-                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep "
+                raise Refused(f"nested more than {MAX_YAML_DEPTH} levels deep "
                                f"({_line(self.peek_event().start_mark)})")
         try:
             node = super().compose_node(parent, index)
@@ -107,10 +107,10 @@ class _Loader(yaml.SafeLoader):
         values = 1 + sum(self._extent[child][0] for child in children)
         depth = (1 if collection else 0) + max((self._extent[child][1] for child in children), default=0)
         if values > MAX_YAML_VALUES:
-            raise _Refused(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded "
+            raise Refused(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded "
                            f"({_line(node.start_mark)})")
         if depth > MAX_YAML_DEPTH:
-            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep once its aliases are "
+            raise Refused(f"nested more than {MAX_YAML_DEPTH} levels deep once its aliases are "
                            f"expanded ({_line(node.start_mark)})")
         self._extent[node] = (values, depth)
         return node
@@ -122,7 +122,7 @@ class _Loader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except (ValueError, TypeError, OverflowError) as exc:
             kind = node.tag.rsplit(":", 1)[-1]
-            raise _Refused(f"cannot read the {kind} at {_line(node.start_mark)}: "
+            raise Refused(f"cannot read the {kind} at {_line(node.start_mark)}: "
                            f"{' '.join(str(exc).split())[:80]}") from None
 
     def _check_keys(self, node: yaml.MappingNode) -> None:
@@ -138,7 +138,7 @@ class _Loader(yaml.SafeLoader):
                 second = key_node.start_mark
                 where = (f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
                          if first.line == second.line else f"lines {first.line + 1} and {second.line + 1}")
-                raise _Refused(f"key {quote(key)} is given twice ({where})")
+                raise Refused(f"key {quote(key)} is given twice ({where})")
 
 
 _Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
@@ -156,7 +156,7 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str):
     """One YAML document, within the MAX_YAML_* bounds (a YAMLError beyond them)."""
     if len(text) > MAX_YAML_BYTES:
-        raise _Refused(f"larger than {MAX_YAML_BYTES:,} bytes")
+        raise Refused(f"larger than {MAX_YAML_BYTES:,} bytes")
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -172,7 +172,7 @@ def read_yaml_file(path: str | Path, error=ConfigError) -> dict:
         if len(data) > MAX_YAML_BYTES:
             raise fail(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; a config is a few kB")
         raw = parse_yaml(data.decode("utf-8"))
-    except _Refused as exc:
+    except Refused as exc:
         raise fail(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -3,6 +3,7 @@ command line's small promises (--version, flags shown as flags)."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -88,3 +89,12 @@ def test_errors_name_the_users_file_not_the_temporary_one_written_through():
 
     assert _users_path("/out/.expanded.npz.4242.0a1b2c3d.tmp") == "/out/expanded.npz"
     assert _users_path("/out/plain.npz") == "/out/plain.npz"
+
+
+def test_train_refuses_nan_and_infinity_as_a_finite_number_needed(tmp_path):
+    # json.dumps wrote them as NaN / Infinity, which came back as strings: "expected a
+    # number, got a string ('NaN')"
+    for value in (float("nan"), float("-inf"), [0.1, float("inf")]):
+        with pytest.raises(ConfigError, match="training.eta: must be a finite number"):
+            nnexp.train(write(tmp_path), runs_dir=tmp_path / "runs", eta=value)
+    assert not (tmp_path / "runs").exists()

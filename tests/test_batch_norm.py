@@ -13,6 +13,8 @@ from nnexp.backends import Objective, Optimizer
 from nnexp.config import _check_layers
 from nnexp.network import BN_EPS, BN_MOMENTUM, build_spec, init_params
 
+from conftest import REAL_MNIST, needs_mnist
+
 SHAPE = (1, 3, 3)
 LAYERS = _check_layers([{"type": "dense", "units": 5, "activation": "linear", "batch_norm": True},
                         {"type": "softmax", "units": 3}])
@@ -142,3 +144,58 @@ def test_a_conv_layer_normalises_before_pooling_and_infers_from_running_statisti
     out = pooled.reshape(len(x), -1) @ params["1.w"] + params["1.b"]
     expected = np.exp(out - out.max(axis=1, keepdims=True))
     np.testing.assert_allclose(model.predict(x), expected / expected.sum(axis=1, keepdims=True), rtol=1e-10)
+
+
+@needs_mnist
+def test_numpy_float32_conv_batch_norm_gradient_is_as_close_to_float64_as_torchs():
+    # beyond_bn at batch 64: its first layer normalises over 64 * 24 * 24 = 36,864 positions.
+    # Summed row after row in float32, the statistics (and dgamma, dbeta, the mean terms of
+    # dx) were ~1e-2 off and gradients up to 3e-2 relative from float64's; torch's float32
+    # batch norm is ~2e-6 off. Dropout is off: float32 and float64 draw different masks.
+    from nnexp import config
+    from nnexp.data import load_dataset
+
+    cfg = config.load("configs/beyond_bn.yaml")
+    cfg["model"]["layers"][-1]["dropout"] = 0.0
+    spec = build_spec(cfg["model"]["layers"])
+    assert spec.layers[0].batch_norm and spec.layers[0].type == "conv"
+    params = init_params(spec, cfg["model"]["init"], np.random.default_rng(1))
+    data = load_dataset("mnist", data_dir=REAL_MNIST, train_size=64).train
+    grads = {dtype: backends.get("numpy").build(spec, params, Objective("log-likelihood"), dtype=dtype)
+             .loss_and_grads(data.x, data.y)[1] for dtype in ("float32", "float64")}
+    for name, exact in grads["float64"].items():
+        error = np.abs(grads["float32"][name] - exact).max() / np.abs(exact).max()
+        assert error < 1e-5, (name, error)
+
+
+def test_batch_norm_sums_over_many_rows_are_accurate_in_float32():
+    # 36,864 rows with a large common part, the worst case for a row-after-row float32 sum;
+    # each sum is checked against the float64 sum of the very float32 terms the layer had,
+    # so what is measured is the summation, not float32's rounding of the terms.
+    from nnexp.backends.numpy.layers import Layer
+
+    spec = build_spec(_check_layers([{"type": "conv", "filters": 4, "size": 1, "batch_norm": True},
+                                     {"type": "softmax", "units": 2}]), (1, 192, 192))
+    rng = np.random.default_rng(0)
+    z = (rng.random((192 * 192, 4)) + 3.0).astype(np.float32)
+    dz = (rng.random((192 * 192, 4)) + 0.5 + 2 * (z - 3.5)).astype(np.float32)  # dgamma large too
+    layer = Layer(spec.layers[0], need_dx=True)
+    layer.params = {"gamma": np.full(4, 1.5, np.float32), "beta": np.zeros(4, np.float32),
+                    "running_mean": np.zeros(4, np.float32), "running_var": np.ones(4, np.float32)}
+    layer._normalise(z, train=True)
+    xn, std = layer.normalised.astype(np.float64), layer.std.astype(np.float64)
+    dx = layer._normalise_backward(dz).astype(np.float64)
+
+    def rel(got, terms):  # error against the float64 sum, in units of the terms' size
+        return np.abs(got - terms.sum(axis=0)).max() / np.abs(terms).sum(axis=0).max()
+
+    # forward: the normalised columns have mean 0, and the std is float64's
+    assert np.abs(xn.mean(axis=0)).max() < 1e-5
+    var = np.var(z.astype(np.float64), axis=0)
+    np.testing.assert_allclose(std, np.sqrt(var + BN_EPS), rtol=1e-6)
+    # backward: dbeta, dgamma, and dx with its two mean terms taken in float64
+    assert rel(layer.grads["beta"], dz.astype(np.float64)) < 1e-6
+    assert rel(layer.grads["gamma"], (dz * layer.normalised).astype(np.float64)) < 1e-6
+    dxn = (dz * layer.params["gamma"]).astype(np.float64)
+    want = (dxn - dxn.mean(axis=0) - xn * (dxn * xn).mean(axis=0)) / std
+    assert np.abs(dx - want).max() < 2e-6 * np.abs(want).max()

@@ -183,6 +183,23 @@ def test_cli_reports_bad_config_in_one_line_with_exit_2(tmp_path, changes, path,
     assert not runs.exists() or not any(runs.iterdir()), "bad input must not leave a run behind"
 
 
+@pytest.mark.parametrize("change,words", [
+    ("training.epochs=" + "9" * 5000, "training.epochs: --set value '999"),  # was "not valid YAML"
+    ("training.eta=nan", "training.eta: expected a finite number, got a string ('nan')"),
+    ("training.eta=-Infinity", "training.eta: expected a finite number, got a string ('-Infinity')"),
+    ("training.eta=.nan", "training.eta: must be a finite number, got nan"),
+])
+def test_cli_says_why_a_set_value_cannot_be_used(tmp_path, change, words):
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text(yaml.safe_dump(BASE))
+    result = runner.invoke(app, ["train", str(cfg_path), "--set", change, "--runs-dir", str(tmp_path / "runs")])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and words in lines[0], result.output[-300:]
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+    if "9999" in change:
+        assert "is an integer of 5,000 digits, too large to read" in lines[0] and len(lines[0]) < 200
+
+
 def test_cli_missing_config_file(tmp_path):
     result = runner.invoke(app, ["show-config", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "config file not found" in result.stderr

@@ -43,6 +43,27 @@ def test_warmup_rises_linearly_then_cosine_spans_the_epochs_after_it():
     assert got[3:] == pytest.approx([0.4 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in (1, 2, 3)])
 
 
+def test_warmup_rises_to_eta_then_the_step_decay_counts_from_its_end():
+    got = etas(epochs=7, schedule="step", step_every=1, step_factor=0.5, warmup_epochs=3)
+    assert got == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.2, 0.1, 0.05])
+    got = etas(epochs=6, schedule="step", step_every=2, step_factor=0.5, warmup_epochs=1)
+    assert got == pytest.approx([0.2, 0.4, 0.4, 0.2, 0.2, 0.1])
+
+
+@pytest.mark.parametrize("training", [{}, {"warmup_epochs": 3}, {"schedule": "cosine"},
+                                      {"schedule": "cosine", "warmup_epochs": 1},
+                                      {"schedule": "cosine", "warmup_epochs": 4, "eta": 0.05}])
+def test_constant_and_cosine_keep_their_exact_values(training):
+    # the formulas before the step schedule's warm-up was fixed, written out: bit for bit
+    tr = make_config(training={"epochs": 9, "eta": 0.4, **training})["training"]
+    eta0, warmup = tr["eta"], tr["warmup_epochs"]
+    for e in range(1, 10):
+        eta = eta0
+        if tr["schedule"] == "cosine":
+            eta = eta0 * 0.5 * (1.0 + math.cos(math.pi * max(e - 1 - warmup, 0) / (9 - warmup)))
+        assert train.epoch_eta(tr, e, eta0) == (eta * e / (warmup + 1) if e <= warmup else eta)
+
+
 def test_halve_on_plateau_keeps_the_loops_halved_rate_under_warmup():
     tr = make_config(training={"epochs": 5, "eta": 0.4, "schedule": "halve-on-plateau", "warmup_epochs": 1,
                                "early_stopping": {"patience": 2}})["training"]

@@ -240,6 +240,46 @@ def test_bad_sweeps_fail_before_anything_is_made(tmp_path):
         assert "Traceback" not in result.output and not runs.exists()
 
 
+# Input that once escaped as a traceback, ran, or planned for minutes; each is now one line,
+# exit code 2, and nothing is made. Each case: (sweep file contents or None, args, words).
+ONE_LINE_REFUSALS = [
+    ({"config": "tiny.yaml", "grid": {5: [1]}}, [], "grid: key 5 is not a config key"),  # was AttributeError
+    (None, ["--seeds", "99999999999999999999"], "--seeds: at most 10,000 seeds"),  # was OverflowError
+    (None, ["--seeds", "9223372036854775807"], "--seeds: at most 10,000 seeds"),  # was MemoryError
+    (None, ["--seeds", "3000000"], "--seeds: at most 10,000 seeds"),  # was 15 s and 1.7 GB of planning
+    (None, ["--seeds", "9" * 5000], "--seeds: at most 10,000 seeds"),
+    (None, ["--seeds", "9223372036854775808,1"], "a seed must be at most 2**63 - 1"),
+    (None, ["--grid", "training.eta=0.1,.nan"], "grid: training.eta: a value must be a finite number, got nan"),
+    (None, ["--grid", "training.eta=-.inf"], "a value must be a finite number, got -inf"),
+    (None, ["--grid", "training.eta=nan"], "training.eta: expected a finite number, got a string ('nan')"),
+    ({"config": "tiny.yaml", "grid": {"training.eta": [float("inf")]}}, [], "a value must be a finite number, got inf"),
+    ({"config": "tiny.yaml", "seeds": [1.5]}, [], "seeds: expected a count N or a list of whole-number seeds"),
+    (None, ["--grid", "training.eta=1,1.0"], "grid: training.eta lists a value twice"),  # was two equal points
+    (None, ["--set", "training.epochs=" + "9" * 5000], "is an integer of 5,000 digits, too large to read"),
+]
+
+
+@pytest.mark.parametrize("content,args,words", ONE_LINE_REFUSALS,
+                         ids=[w[:40] for _, _, w in ONE_LINE_REFUSALS])
+def test_bad_sweep_input_is_one_line_with_exit_2(tmp_path, content, args, words):
+    target = write_tiny(tmp_path)
+    if content is not None:
+        target = tmp_path / "sweep.yaml"
+        target.write_text(yaml.safe_dump(content))
+    runs = tmp_path / "runs"
+    result = cli("sweep", target, *args, "--jobs", "1", "--runs-dir", runs)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and words in lines[0], result.output[-500:]
+    assert "Traceback" not in result.output and not runs.exists()
+
+
+def test_whole_number_seeds_and_distinct_numbers_still_plan():
+    assert sweeps.parse_seeds([0, 2**63 - 1], 1) == [0, 2**63 - 1]
+    assert len(sweeps.parse_seeds("10000", 0)) == 10_000
+    grid = sweeps.parse_grid(["training.eta=1,1.5", "model.layers.0.activation=relu,sigmoid"])
+    assert len(sweeps.grid_plan("g", {"g": {}}, grid, None).points) == 4
+
+
 @needs_mnist
 def test_resume_option_continues_only_the_same_sweep(tmp_path):
     config, made = two_seed_sweep(tmp_path)

@@ -119,11 +119,16 @@ class Optimizer:
 
     sgd       w -= eta g
     momentum  v = mu v - eta g;  w += v                              (Nielsen ch. 3, Saitoh)
-    nesterov  v = mu v - eta g;  w += mu v - eta g                   (PyTorch's nesterov=True)
+    nesterov  v = mu v - eta g;  w += mu v - eta g                   (Saitoh's form)
     adagrad   h += g^2;  w -= eta g / (sqrt(h) + eps)
     rmsprop   h = rho h + (1 - rho) g^2;  w -= eta g / (sqrt(h) + eps)
     adam      m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);  t += 1
               w -= eta sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)    (Saitoh's form)
+
+    Saitoh's nesterov keeps an eta-scaled velocity, so it is PyTorch's nesterov=True only
+    while eta is constant: under a warm-up or a step, cosine or halve-on-plateau schedule
+    (beyond_bn runs it under a warm-up and cosine) the velocity carries the earlier epochs'
+    eta, where PyTorch's buffer of raw gradients would take the new one.
 
     `g` already includes the penalties' gradient (`Objective.add_penalty_grad`). eps = 1e-7
     as in Saitoh's code: it only keeps a parameter whose gradient has always been zero from

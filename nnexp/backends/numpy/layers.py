@@ -13,6 +13,8 @@ Both store parameter gradients in `self.grads` and return the gradient for the l
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -41,12 +43,14 @@ class Layer:
 
     def _normalise(self, z: np.ndarray, train: bool) -> np.ndarray:
         """Batch normalisation of z (N, units), per column: a dense layer's rows are the
-        batch's examples, a conv layer's every position of every example's feature map."""
+        batch's examples, a conv layer's every position of every example's feature map.
+
+        Its column sums are `_column_sum`'s, whose float32 error grows as sqrt(N), not N."""
         p = self.params
         if train:
-            mean = z.mean(axis=0)
+            mean = _column_mean(z)
             centred = z - mean
-            var = (centred * centred).mean(axis=0)
+            var = _column_mean(centred * centred)
             std = np.sqrt(var + BN_EPS)
             if self.update_stats:
                 for key, value in (("running_mean", mean), ("running_var", var)):
@@ -61,11 +65,33 @@ class Layer:
         """The gradient through the batch statistics: every example's normalised value
         depends on the whole batch through its mean and variance."""
         xn = self.normalised
-        self.grads["gamma"] = (dz * xn).sum(axis=0)
-        self.grads["beta"] = dz.sum(axis=0)
+        self.grads["gamma"] = _column_sum(dz * xn)
+        self.grads["beta"] = _column_sum(dz)
         dxn = dz * self.params["gamma"]
-        n = len(dz)
-        return (dxn - dxn.sum(axis=0) / n - xn * ((dxn * xn).sum(axis=0) / n)) / self.std
+        return (dxn - _column_mean(dxn) - xn * _column_mean(dxn * xn)) / self.std
+
+
+def _column_sum(t: np.ndarray) -> np.ndarray:
+    """Sum over axis 0, in t's dtype, with an error that grows as sqrt(N), not N.
+
+    NumPy adds the rows of a (N, F) array one after another, so a float32 sum's error grows
+    with N: over every position of a conv layer (36,864 rows for beyond_bn's first layer at
+    batch 64) the batch statistics were ~1e-2 off, and the gradient with them. Two levels
+    instead: float32 sums of ~sqrt(N) rows each (the blocks' rows added element-wise,
+    contiguous, faster than the one long sum), then those partial sums in float64. float64
+    input is summed as before, bit for bit.
+    """
+    if t.dtype == np.float64:
+        return t.sum(axis=0)
+    n = len(t)
+    block = math.isqrt(n)
+    full = n - n % block
+    partial = t[:full].reshape(-1, block, *t.shape[1:]).sum(axis=0)  # (block, F): n//block rows each
+    return (partial.sum(axis=0, dtype=np.float64) + t[full:].sum(axis=0, dtype=np.float64)).astype(t.dtype)
+
+
+def _column_mean(t: np.ndarray) -> np.ndarray:
+    return _column_sum(t) / len(t)
 
 
 class Dense(Layer):
@@ -171,6 +197,8 @@ class Conv(Layer):
     comes before pooling, on every position of the feature map, as in conv -> BN -> ReLU ->
     pool. im2col orders its rows by pool-window offset first, so pooling is an element-wise
     max of p*p contiguous blocks, and normalising them all is one column-wise operation.
+    Under `pool_ties: all` the bias is added after the pool, as network3 adds it
+    (`_bias_after_pool`).
     """
 
     def __init__(self, spec: LayerSpec, need_dx: bool):
@@ -188,13 +216,30 @@ class Conv(Layer):
         z = self.cols @ self.params["w"]  # (p*p*B*Hp*Wp, F)
         if self.spec.batch_norm:  # beta is the bias
             z = self._normalise(z, train)
-        else:
+        elif not self._bias_after_pool:
             z += self.params["b"]
         z = z.reshape(p * p, b * hp * wp, -1)  # (p*p, B*Hp*Wp, F)
         if p > 1:
             z, self.mask = _pool_rows(z, self.spec.pool_ties)  # (B*Hp*Wp, F)
+        if self._bias_after_pool:
+            z += self.params["b"]
         self.a = activate(self.spec.activation, z.reshape(b, hp, wp, -1))  # (B, Hp, Wp, F)
         return self.a
+
+    @property
+    def _bias_after_pool(self) -> bool:
+        """Whether the bias is added after the max-pool, as network3's ConvPoolLayer does.
+
+        Only under `pool_ties: all` does the place matter. There each window sends its
+        gradient to every tied maximum, so a bias added before the pool would collect it once
+        per tie (a blank window: p*p times); network3 adds it after and collects it once.
+        Under the first-max rule the bias stays before the pool, as in torch's conv2d +
+        max_pool2d: the pooled values are bitwise the same either way (rounding is monotone),
+        but a bias added first can round two nearly equal inputs into a tie and so move the
+        gradient to the other one; keeping it there keeps those results bitwise unchanged.
+        """
+        spec = self.spec
+        return spec.pool > 1 and spec.pool_ties == "all" and not spec.batch_norm
 
     def _im2col(self, x: np.ndarray) -> np.ndarray:
         """(B, H, W, C) -> (p*p*B*Hp*Wp, k*k*C): every receptive field as a row."""
@@ -214,12 +259,14 @@ class Conv(Layer):
         k, p, s = self.spec.size, self.spec.pool, self.spec.stride
         b, hp, wp, f = dz.shape
         dz = dz.reshape(1, b * hp * wp, f)
+        if self._bias_after_pool:
+            self.grads["b"] = dz.sum(axis=(0, 1))  # once per window, before any tie copies it
         if p > 1:
             dz = self.mask * dz  # (p*p, B*Hp*Wp, F): each window's gradient to its maximum
         dz = dz.reshape(-1, f)  # (p*p*B*Hp*Wp, F): im2col's rows
         if self.spec.batch_norm:
             dz = self._normalise_backward(dz)
-        else:
+        elif not self._bias_after_pool:
             self.grads["b"] = dz.sum(axis=0)
         self.grads["w"] = self.cols.T @ dz  # (k*k*C, F)
         if not self.need_dx:

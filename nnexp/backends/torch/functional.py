@@ -40,12 +40,18 @@ def forward(spec: NetworkSpec, params: dict[str, torch.Tensor], x: torch.Tensor,
     for layer in spec.layers:
         i = layer.index
         if layer.type == "conv":
-            bias = None if layer.batch_norm else params[f"{i}.b"]  # beta is the bias
+            # Under pool_ties "all" the bias is added after the pool, as network3 does, so a
+            # window's tied maxima send it their gradient once, not once each; under "first"
+            # it stays in conv2d, as torch's own layers have it (see the NumPy Conv layer).
+            bias_after = layer.pool > 1 and layer.pool_ties == "all" and not layer.batch_norm
+            bias = None if layer.batch_norm or bias_after else params[f"{i}.b"]  # beta is the bias
             z = F.conv2d(x, params[f"{i}.w"], bias, stride=layer.stride, padding=layer.pad)  # (B, F, Ho, Wo)
             if layer.batch_norm:  # before pooling, on every position, as the NumPy layer
                 z = _normalise(z, params, i, mask is not None, update_stats)
             if layer.pool > 1:
                 z = max_pool(z, layer.pool, layer.pool_ties)  # pooled before the activation, as network3
+            if bias_after:
+                z = z + params[f"{i}.b"][:, None, None]
             x = ACTIVATIONS[layer.activation](z)
         elif layer.type == "pool":
             x = max_pool(x, layer.size, layer.pool_ties)
