@@ -33,9 +33,9 @@ from nnexp import config as configs
 from nnexp.errors import ConfigError, RunDirError
 from nnexp.network import init_params
 from nnexp.provenance import environment
-from nnexp.runs import Run, Status
-from nnexp.training import (PENDING_BEST, Experiment, LoopState, Reporter, Seeds, SilentReporter, build_model,
-                            prepare, run_epochs, summary_of)
+from nnexp.runs import LoopState, Run, Status
+from nnexp.training import (PENDING_BEST, Experiment, Reporter, Seeds, SilentReporter, build_model, prepare,
+                            run_epochs, summary_of)
 
 
 class Intent(StrEnum):
@@ -204,7 +204,6 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
     `extend`, a completed run's stop is forgotten: its config's epochs and patience decide."""
     with run.lock():
         run.remove_stale_temp_files()  # what a killed process left half-written
-        run.add_resume_to_env(environment())
         if not run.checkpoint_path("last").exists():
             done = run.read_metrics(strict=False)
             # a kill between an epoch's record and its checkpoint leaves one record more than
@@ -215,20 +214,26 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
                                   f"checkpoints/last.npz to continue them from; restore that file, "
                                   f"or train anew")
             # stopped before its first epoch ended: nothing to lose
+            run.add_resume_to_env(environment())
             run.checkpoint_path("last").parent.mkdir(exist_ok=True)
             run.truncate_metrics(0)
             run.log("resumed before the first epoch completed: starting over")
             return _from_scratch(exp, run, reporter, deadline)
-        params, meta, arrays = run.load_checkpoint("last")
+        params, meta, arrays = run.load_checkpoint("last")  # checked: a damaged one is refused
         _check_checkpoint(run, exp, params, meta)
         seeds = Seeds.from_seed(exp.config["seed"])
         model = build_model(exp, params, seeds)
-        model.set_state({**arrays, **meta["model_state"]})
+        try:  # what a backend keeps in model_state only it can judge
+            model.set_state({**arrays, **meta["model_state"]})
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError, RuntimeError) as exc:
+            raise RunDirError(f"checkpoint {run.checkpoint_path('last')} is damaged and was not loaded "
+                              f"(its model state: {type(exc).__name__}: {exc})") from None
         seeds.order.bit_generator.state = meta["order_rng"]
         seeds.augment.bit_generator.state = meta["augment_rng"]
         state = LoopState(**meta["loop"])
         if extend:
             state.stop_reason = None
+        run.add_resume_to_env(environment())  # once the checkpoint is checked: a refused resume is none
         settle_pending_best(run, state)
         run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
         run.log(f"resumed after epoch {state.epoch}")

@@ -27,7 +27,7 @@ from nnexp.backends import Backend, Model, Objective, Optimizer
 from nnexp.data import Dataset, load_dataset
 from nnexp.errors import ConfigError, RunFailed
 from nnexp.network import NetworkSpec, build_spec
-from nnexp.runs import Run, Status, is_new_best
+from nnexp.runs import LoopState, Run, Status, is_new_best  # LoopState: what last.npz holds
 
 ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
 PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has recorded its epoch
@@ -46,20 +46,6 @@ class Experiment:
     backend: Backend
     device: str
     dataset: Dataset
-
-
-@dataclass
-class LoopState:
-    """Everything the loop itself must remember to continue after an interruption."""
-
-    epoch: int = 0  # last completed epoch
-    eta: float = 0.0
-    best_epoch: int = 0
-    best_validation_accuracy: float = -1.0
-    test_accuracy: float | None = None  # at best_epoch
-    bad_epochs: int = 0  # epochs since the last strict improvement
-    wall_time_s: float = 0.0
-    stop_reason: str | None = None  # epochs | early-stopping | eta-floor (time-limit is never saved)
 
 
 @dataclass
