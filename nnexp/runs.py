@@ -103,7 +103,7 @@ class LoopState:
     best_epoch: int = 0
     best_validation_accuracy: float = -1.0
     test_accuracy: float | None = None  # at best_epoch
-    bad_epochs: int = 0  # epochs since the last strict improvement
+    bad_epochs: int = 0  # epochs since the last strict improvement (kept at an early stop)
     wall_time_s: float = 0.0
     stop_reason: str | None = None  # one of SAVED_STOPS, or None while it goes on
 

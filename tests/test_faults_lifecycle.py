@@ -63,6 +63,104 @@ def outcome(run: Run) -> dict:
     return {k: v for k, v in run.read_summary().items() if k not in ("wall_time_s", "run_dir")}
 
 
+# --- 1: an extension writes its config only once it really starts --------------------------------
+
+
+def test_an_extension_refused_because_another_process_holds_the_run_changes_nothing(tmp_path):
+    run = train(tmp_path, "runs", "training.epochs=2")
+    holder = subprocess.Popen(  # a real second process holding the run, as a trainer does
+        [sys.executable, "-c", "import sys\nfrom nnexp.runs import Run\nwith Run(sys.argv[1]).lock():\n"
+                               "    print('held', flush=True)\n    sys.stdin.read()\n", str(run.path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = files(run)
+        refused = cli("resume", run.path, "--set", "training.epochs=3")
+        assert refused.exit_code == 2, refused.output
+        assert "being trained by another process" in refused.output and "Traceback" not in refused.output
+        assert files(run) == before  # config.yaml still says 2 epochs; no "extended" in train.log
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+    done = cli("resume", run.path, "--set", "training.epochs=3")  # not "already completed"
+    assert done.exit_code == 0, done.output
+    assert run.read_summary()["epochs_run"] == 3 and run.config()["training"]["epochs"] == 3
+    log = (run.path / "train.log").read_text()
+    assert log.count("extended:") == 1 and "extended: training.epochs=3 (was 2)" in log
+
+
+def test_an_extension_refused_for_a_damaged_checkpoint_changes_nothing(tmp_path):
+    run = train(tmp_path, "runs", "training.epochs=2")
+    last = run.checkpoint_path("last")
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])  # a torn copy, say
+    before = files(run)
+    refused = cli("resume", run.path, "--set", "training.epochs=3")
+    assert refused.exit_code == 2 and f"checkpoint {last} is damaged" in refused.output, refused.output
+    assert files(run) == before
+    last.write_bytes(good)  # restored: the same command now extends it
+    done = cli("resume", run.path, "--set", "training.epochs=3")
+    assert done.exit_code == 0 and "nothing to do" not in done.output, done.output
+    assert run.read_summary()["epochs_run"] == 3
+
+
+def test_an_extension_paused_before_its_first_new_epoch_resumes_to_its_new_length(tmp_path):
+    fresh = train(tmp_path, "fresh")  # patience 3: stops early after epoch 10
+    run = train(tmp_path, "runs", "training.early_stopping.patience=2")  # after epoch 9
+    paused = cli("resume", run.path, "--set", "training.early_stopping.patience=3", "--time-limit", "0")
+    assert paused.exit_code == 0, paused.output
+    assert run.read_summary()["status"] == "interrupted" and run.read_summary()["epochs_run"] == 9
+    assert run.config()["training"]["early_stopping"]["patience"] == 3  # it started: config.yaml says so
+    done = cli("resume", run.path)  # last.npz still says "stopped early", under patience 2
+    assert done.exit_code == 0, done.output
+    assert history(run) == history(fresh) and outcome(run) == outcome(fresh)
+    assert (run.path / "train.log").read_text().count("extended:") == 1
+
+
+# --- 6: an extension equals a fresh run with the new setting ------------------------------------
+
+
+@pytest.mark.parametrize("started,extended", [
+    (["training.early_stopping.patience=2"], ["training.early_stopping.patience=3"]),
+    (["training.epochs=8"], ["training.epochs=30"]),
+], ids=["early-stopped-then-more-patience", "fewer-epochs-then-more"])
+def test_an_extended_run_equals_a_fresh_run_with_its_new_setting(tmp_path, started, extended):
+    fresh = train(tmp_path, "fresh")  # patience 3, 30 epochs
+    assert fresh.read_summary()["stop_reason"] == "early-stopping"
+    assert fresh.read_summary()["epochs_run"] < 30  # early stopping really decides
+    run = train(tmp_path, "extended", *started)
+    assert run.read_summary()["epochs_run"] < fresh.read_summary()["epochs_run"]
+    done = cli("resume", run.path, *[a for s in extended for a in ("--set", s)])
+    assert done.exit_code == 0, done.output
+    assert history(run) == history(fresh)
+    assert outcome(run) == outcome(fresh)
+
+
+def test_a_run_stopped_at_the_eta_floor_stays_stopped_as_a_fresh_run_with_more_epochs_would(tmp_path):
+    plateau = ["training.schedule=halve-on-plateau", "training.early_stopping.patience=1"]
+    fresh = train(tmp_path, "fresh", *plateau, "training.epochs=80")
+    assert fresh.read_summary()["stop_reason"] == "eta-floor"
+    run = train(tmp_path, "extended", *plateau, "training.epochs=60")
+    before = files(run)
+    again = cli("resume", run.path, "--set", "training.epochs=80")
+    assert again.exit_code == 0 and "nothing to do" in again.output and "η₀/128" in again.output, again.output
+    assert history(run) == history(fresh) and files(run) == before
+
+
+def test_a_new_patience_that_would_change_what_the_run_did_is_refused_by_key(tmp_path):
+    run = train(tmp_path, "runs")  # patience 3: 10 epochs
+    before = files(run)
+    shorter = cli("resume", run.path, "--set", "training.early_stopping.patience=1")
+    assert shorter.exit_code == 2 and "training.early_stopping.patience: with 1 the run would have stopped " \
+                                       "after epoch 3" in shorter.output, shorter.output
+    plateau = train(tmp_path, "plateau", "training.schedule=halve-on-plateau", "training.early_stopping.patience=1")
+    other_eta = cli("resume", plateau.path, "--set", "training.early_stopping.patience=2")
+    assert other_eta.exit_code == 2 and "patience decides when η halves" in other_eta.output, other_eta.output
+    assert files(run) == before and "extended" not in (plateau.path / "train.log").read_text()
+
+
 # --- 16: damaged checkpoint metadata is one "damaged" error -------------------------------------
 
 
@@ -125,6 +223,7 @@ def test_damaged_checkpoint_metadata_is_one_damaged_error_in_resume_and_evaluate
         assert result.output.startswith(f"error: checkpoint {run.checkpoint_path(which)} is damaged"), \
             (args, result.output)
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+        assert files(run) == before
     run.write_summary({**run.read_summary(), "status": "interrupted"})  # as Ctrl-C leaves it
     before = files(run)
     resumed = cli("resume", run.path)
