@@ -38,7 +38,7 @@ from nnexp import config as configs
 from nnexp.errors import ConfigError, RunDirError, UserError
 from nnexp.network import init_params
 from nnexp.provenance import environment
-from nnexp.runs import LoopState, Run, Status, is_finite_number
+from nnexp.runs import LoopState, Run, Status, is_finite_number, is_sweep_dir
 from nnexp.training import (PENDING_BEST, Experiment, Reporter, Seeds, SilentReporter, build_model, prepare,
                             replay_stops, run_epochs, summary_of)
 
@@ -189,12 +189,26 @@ def config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
     return None
 
 
-def check_same_config(run: Run, cfg: dict) -> None:
+def check_same_config(run: Run, cfg: dict, trained: dict | None = None) -> None:
     """A run resumes under the config it started with (apart from RESUMABLE_KEYS): anything
-    else would continue one network as another."""
-    change = config_change(run.config(), cfg)
+    else would continue one network as another. `trained` is the config last.npz was trained
+    with, where there is one: it tells a config.yaml edited since (the run is to be left as it
+    is: say which value is the original) from a request to continue it under another."""
+    on_disk = run.config()
+    if trained is not None:
+        edit = config_change(trained, on_disk)
+        if edit is not None:
+            key, was, now = edit
+            anew = (f"move {run.path} aside and `nnexp sweep {run.path.parent}` trains the point anew"
+                    if is_sweep_dir(run.path.parent) else "train anew with `nnexp train`")
+            raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now!r}, but the run was trained "
+                              f"with {was!r}; to continue it, restore {key}: {was!r} in that file, or {anew}")
+    change = config_change(trained if trained is not None else on_disk, cfg)
     if change is not None:
         key, was, now = change
+        if trained is None:  # no record of what it trained with: config.yaml is all there is to go by
+            raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {was!r}, but the run is to be "
+                              f"continued with {now!r}; {change_reason(key)}")
         raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; {change_reason(key)}")
 
 
@@ -299,14 +313,9 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
             run.log("resumed before the first epoch completed: starting over")
             return _from_scratch(exp, run, reporter, deadline)
         params, meta, arrays = run.load_checkpoint("last")  # checked: a damaged one is refused
-        check_same_config(run, exp.config)
         _check_params(run, exp, params)
         trained = trained_config(run, meta)
-        change = config_change(trained, exp.config) if trained is not None else None
-        if change is not None:
-            key, was, now = change
-            raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now!r}, but the run was trained "
-                              f"with {was!r}; {change_reason(key)}")
+        check_same_config(run, exp.config, trained)
         seeds = Seeds.from_seed(exp.config["seed"])
         model = build_model(exp, params, seeds)
         try:  # what a backend keeps in model_state only it can judge

@@ -230,3 +230,56 @@ def test_damaged_checkpoint_metadata_is_one_damaged_error_in_resume_and_evaluate
     assert resumed.exit_code == 2, resumed.output
     assert resumed.output.startswith(f"error: checkpoint {run.checkpoint_path('last')} is damaged"), resumed.output
     assert files(run) == before
+
+
+# --- 20: an edited point says which value is the original, and what helps ----------------------
+
+
+def test_an_edited_interrupted_point_names_the_original_value_and_what_helps(tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({**SMALL, "data": {"train_size": 1000},
+                                      "training": {**SMALL["training"], "eta": 0.5, "early_stopping":
+                                                   {"patience": None}}}))
+    runs = tmp_path / "runs"
+    sweep = subprocess.Popen([sys.executable, "-m", "nnexp", "sweep", str(config), "--seeds", "1",
+                              "--jobs", "1", "--runs-dir", str(runs)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(len(Run(p).read_metrics()) >= 2
+                                                      for p in runs.glob("*/seed=*")):
+            assert sweep.poll() is None, sweep.stderr.read().decode()[-2000:]
+            time.sleep(0.02)
+        os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C: the point stops at its last epoch
+        sweep.wait(timeout=60)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    (point,) = runs.glob("*/seed=*")
+    made = point.parent
+    assert Run(point).read_summary()["status"] == "interrupted"
+    original = (point / "config.yaml").read_text()
+    assert "batch_size: 10\n" in original
+    (point / "config.yaml").write_text(original.replace("batch_size: 10\n", "batch_size: 20\n"))
+
+    says = (f"{point / 'config.yaml'} says training.batch_size = 20, but the run was trained with 10; "
+            f"to continue it, restore training.batch_size: 10 in that file, or move {point} aside")
+    continued = cli("sweep", made, "--jobs", "1")
+    assert continued.exit_code == 1 and says in " ".join(continued.output.split()), continued.output
+    assert "--retry-failed" not in continued.output  # a retry would meet the same refusal
+    resumed = cli("resume", point)
+    assert resumed.exit_code == 2 and says in resumed.output, resumed.output
+    (point / "config.yaml").write_text(original)  # what it says helps
+    assert cli("sweep", made, "--jobs", "1").exit_code == 0
+    assert Run(point).read_summary()["epochs_run"] == 30
+
+
+def test_a_sweep_still_offers_a_retry_where_one_helps(tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL))
+    result = cli("sweep", config, "--grid", "training.eta=0.5,1e9", "--set", "model.init=large",
+                 "--set", "model.layers.0.activation=linear", "--set", "training.epochs=1",
+                 "--jobs", "1", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "(diverged)" in result.output, result.output
+    assert "(--retry-failed to run failed ones again)" in result.output
