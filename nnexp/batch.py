@@ -188,9 +188,12 @@ def not_completed(statuses: dict[str, str], sweep: SweepDir, retry_failed: bool)
         return None
     listed = ", ".join(f"{p} ({s})" for p, s in list(unfinished.items())[:5])
     more = f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
+    # a retry starts over only what its run directory says is diverged, failed or damaged: a
+    # point refused (an edited config.yaml) stays interrupted, and its own message says what helps
+    retryable = any(sweep.point_status(point) in RETRYABLE for point in sweep.plan.points if point.id in unfinished)
     return RunFailed(f"{len(unfinished)} of {len(statuses)} points did not complete: {listed}{more}. "
                      f"Continue with: nnexp sweep {sweep.path}"
-                     + ("" if retry_failed else " (--retry-failed to run failed ones again)"))
+                     + (" (--retry-failed to run failed ones again)" if retryable and not retry_failed else ""))
 
 
 # --- making a sweep directory -----------------------------------------------------------------

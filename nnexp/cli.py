@@ -311,13 +311,11 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
     intent, cfg = lifecycle.resume_intent(run, set_ or [])
     if intent is None:
         err.print(f"{run.path} already completed ({(run.read_summary() or {}).get('stop_reason')}); "
-                  f"nothing to do (--set training.epochs=N extends it)")
+                  f"nothing to do: {lifecycle.nothing_to_do(run, cfg)}")
         out.print(str(run.path))
         return
     exp = prepare(cfg, data_dir=data_dir)
-    if set_:
-        lifecycle.record_extension(run, cfg, set_)
-    _execute(exp, run, intent, time_limit)
+    _execute(exp, run, intent, time_limit)  # config.yaml says the new setting once it starts
 
 
 @command("show-config")

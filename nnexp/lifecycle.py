@@ -17,6 +17,10 @@ they want as an `Intent` and call `execute(exp, run, intent)`:
 `resume_intent` is the policy of `nnexp resume`: which intent a run's status and the
 requested changes call for, and what is refused. A run always continues under the config it
 started with, apart from RESUMABLE_KEYS: `config_change` says which key an edit would change.
+A change of those is checked against the run's history (`extension_state`): it may let the
+run go further, never change what it has done, so an extended run equals one started with
+the new setting. Nothing is written before the run is locked and its checkpoint checked:
+a refused resume leaves the run as it was.
 
 Resuming is exact: parameters, optimiser buffers, every RNG stream and the loop's counters
 come from checkpoints/last.npz, so a resumed run's metrics are those
@@ -26,16 +30,17 @@ of an uninterrupted one.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
 from nnexp import config as configs
-from nnexp.errors import ConfigError, RunDirError
+from nnexp.errors import ConfigError, RunDirError, UserError
 from nnexp.network import init_params
 from nnexp.provenance import environment
-from nnexp.runs import Run, Status
-from nnexp.training import (PENDING_BEST, Experiment, LoopState, Reporter, Seeds, SilentReporter, build_model,
-                            prepare, run_epochs, summary_of)
+from nnexp.runs import LoopState, Run, Status, is_finite_number, is_sweep_dir
+from nnexp.training import (PENDING_BEST, Experiment, Reporter, Seeds, SilentReporter, build_model, prepare,
+                            replay_stops, run_epochs, summary_of)
 
 
 class Intent(StrEnum):
@@ -69,19 +74,16 @@ def execute(exp: Experiment, run: Run, intent: Intent = Intent.CONTINUE, reporte
     if status == Status.COMPLETED:
         if intent != Intent.EXTEND:
             return summary
-        check_same_config(run, exp.config)
-        return resume(exp, run, reporter, deadline=deadline, extend=True)
+        return resume(exp, run, reporter, deadline=deadline, intent=intent)
     if status == Status.FAILED and intent == Intent.RESUME and run.checkpoint_path("last").exists():
-        check_same_config(run, exp.config)
-        return resume(exp, run, reporter, deadline=deadline)
+        return resume(exp, run, reporter, deadline=deadline, intent=intent)
     if status in (Status.DIVERGED, Status.FAILED):
         if intent != Intent.RETRY:
             return summary
         with run.lock():  # no other process is training it while it is cleared
             run.clear()
         return start(exp, run, reporter, deadline=deadline)
-    check_same_config(run, exp.config)
-    return resume(exp, run, reporter, deadline=deadline)
+    return resume(exp, run, reporter, deadline=deadline, intent=intent)
 
 
 def new_run(cfg: dict, runs_dir: str | Path, data_dir=None) -> tuple[Experiment, Run]:
@@ -118,18 +120,49 @@ def resume_intent(run: Run, sets: list[str]) -> tuple[Intent | None, dict]:
     if sets and isinstance(done, int) and cfg["training"]["epochs"] < done:
         raise ConfigError("training.epochs", f"the run has already trained {done} epochs; "
                                              f"a run can be extended, not shortened")
-    if summary.get("status") == Status.COMPLETED:
-        return (None if cfg == current else Intent.EXTEND), cfg
     if summary.get("status") == Status.DIVERGED:
         raise RunDirError(f"{run.path} diverged; resuming would diverge again. Train anew "
                           "with a smaller training.eta")
+    stopped = _stop_under(run, current, cfg, summary)
+    if summary.get("status") == Status.COMPLETED:
+        # still stopped where it stopped: a run started with the new setting would stop there too
+        return (None if cfg == current or stopped else Intent.EXTEND), cfg
     return Intent.RESUME, cfg
 
 
-def record_extension(run: Run, cfg: dict, sets: list[str]) -> None:
-    """The run's config.yaml now says how far it is meant to go, and train.log why."""
-    run.write_config(cfg)
-    run.log(f"extended: {', '.join(sets)}")
+def _stop_under(run: Run, current: dict, cfg: dict, summary: dict) -> str | None:
+    """Where `nnexp resume` changes RESUMABLE_KEYS: the stop the run's recorded epochs reach
+    under `cfg` (`extension_state`), or None. A first look, without the lock, so that a
+    refusal comes before anything is prepared; `resume` checks again, holding the run,
+    against last.npz (and a history it cannot read here)."""
+    done = summary.get("epochs_run")
+    if cfg == current or not isinstance(done, int) or isinstance(done, bool):
+        return None
+    records = [r for r in run.read_metrics(strict=False) if r["epoch"] <= done]
+    if not _whole(records, done):
+        return None
+    return extension_state(current, cfg, records, LoopState(epoch=done)).stop_reason
+
+
+def _whole(records: list[dict], epochs: int) -> bool:
+    """Whether `records` are epochs 1..`epochs`, each with its validation accuracy: a history
+    `extension_state` can replay."""
+    return [r["epoch"] for r in records] == list(range(1, epochs + 1)) and all(
+        is_finite_number(r.get("validation_accuracy")) for r in records)
+
+
+def nothing_to_do(run: Run, cfg: dict) -> str:
+    """What `nnexp resume` says of a completed run it leaves as it is (under `cfg`): why,
+    and what would take it further."""
+    summary = run.read_summary() or {}
+    stop = _stop_under(run, run.config(), cfg, summary) or summary.get("stop_reason")
+    if stop == "early-stopping":
+        return ("it stopped early, and would stop at the same epoch with this setting; a larger "
+                "--set training.early_stopping.patience=N extends it")
+    if stop == "eta-floor":
+        return ("η reached η₀/128, where halve-on-plateau stops whatever training.epochs says; "
+                "train anew to go further")
+    return "--set training.epochs=N extends it"
 
 
 def extendable(cfg: dict) -> bool:
@@ -156,13 +189,68 @@ def config_change(then: dict, now: dict) -> tuple[str, object, object] | None:
     return None
 
 
-def check_same_config(run: Run, cfg: dict) -> None:
+def check_same_config(run: Run, cfg: dict, trained: dict | None = None) -> None:
     """A run resumes under the config it started with (apart from RESUMABLE_KEYS): anything
-    else would continue one network as another."""
-    change = config_change(run.config(), cfg)
+    else would continue one network as another. `trained` is the config last.npz was trained
+    with, where there is one: it tells a config.yaml edited since (the run is to be left as it
+    is: say which value is the original) from a request to continue it under another."""
+    on_disk = run.config()
+    if trained is not None:
+        edit = config_change(trained, on_disk)
+        if edit is not None:
+            key, was, now = edit
+            anew = (f"move {run.path} aside and `nnexp sweep {run.path.parent}` trains the point anew"
+                    if is_sweep_dir(run.path.parent) else "train anew with `nnexp train`")
+            raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now!r}, but the run was trained "
+                              f"with {was!r}; to continue it, restore {key}: {was!r} in that file, or {anew}")
+    change = config_change(trained if trained is not None else on_disk, cfg)
     if change is not None:
         key, was, now = change
+        if trained is None:  # no record of what it trained with: config.yaml is all there is to go by
+            raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {was!r}, but the run is to be "
+                              f"continued with {now!r}; {change_reason(key)}")
         raise RunDirError(f"{run.path} was started with {key} = {was!r}, not {now!r}; {change_reason(key)}")
+
+
+def trained_config(run: Run, meta: dict) -> dict | None:
+    """The config last.npz (its `meta`) was trained with, resolved as `Run.config` resolves
+    config.yaml (keys added to nnexp since read as their defaults); None where it holds none
+    (older nnexp) or one this nnexp no longer reads."""
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        return None
+    try:
+        return configs.resolve(saved)
+    except UserError:
+        return None
+
+
+def extension_state(trained: dict, cfg: dict, records: list[dict], state: LoopState) -> LoopState:
+    """`state` (a run's after its recorded epochs `records`, trained under config `trained`)
+    as it continues under `cfg`, which may change RESUMABLE_KEYS: the count of epochs
+    without improvement and the stop are what a run started with `cfg` would hold, replayed
+    over the same validation accuracies. A setting under which the run would have stopped
+    before its last epoch, or trained an epoch at another η (halve-on-plateau's patience
+    decides when η halves), would change what it has done: a ConfigError."""
+    patience, tr = "training.early_stopping.patience", cfg["training"]
+    if records and records[-1]["epoch"] > tr["epochs"]:
+        raise ConfigError("training.epochs", f"the run has already trained {records[-1]['epoch']} epochs; "
+                                             f"a run can be extended, not shortened")
+    before, after = replay_stops(trained["training"], records), replay_stops(tr, records)
+    new = tr["early_stopping"]["patience"]
+    for then, now in zip(before[:-1], after[:-1]):  # the η after epoch k is epoch k+1's
+        if now.eta != then.eta:
+            raise ConfigError(patience, f"with {new}, epoch {now.epoch + 1} would have trained at η {now.eta:g}, "
+                                        f"not {then.eta:g}: under halve-on-plateau the patience decides when "
+                                        f"η halves, so it would change the epochs already run; train anew with it")
+        if now.stop_reason is not None:
+            raise ConfigError(patience, f"with {new} the run would have stopped after epoch {now.epoch}, but "
+                                        f"it has trained {records[-1]['epoch']}; a run can be extended, not shortened")
+    if not after:  # no epoch recorded: nothing counted yet
+        return replace(state, bad_epochs=0, stop_reason=None)
+    last = after[-1]  # halve-on-plateau's η for the next epoch, as a fresh run would have halved it
+    return replace(state, bad_epochs=last.bad_epochs, stop_reason=last.stop_reason,
+                   eta=last.eta if tr["schedule"] == "halve-on-plateau" else state.eta)
 
 
 # --- starting and resuming --------------------------------------------------------------------
@@ -199,12 +287,14 @@ def _from_scratch(exp: Experiment, run: Run, reporter: Reporter | None, deadline
 
 
 def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
-           deadline: float | None = None, extend: bool = False) -> dict:
-    """Continue `run` from its last completed epoch, exactly where it stopped. With
-    `extend`, a completed run's stop is forgotten: its config's epochs and patience decide."""
+           deadline: float | None = None, intent: Intent = Intent.RESUME) -> dict:
+    """Continue `run` from its last completed epoch, exactly where it stopped, under
+    exp.config, which may change RESUMABLE_KEYS (`extension_state`). Under EXTEND a completed
+    run goes on as far as its new setting takes it. Under RESUME and EXTEND (`nnexp resume
+    --set`), config.yaml then says the new setting and train.log why: written only once the
+    run is held and its checkpoint checked, so a refused resume leaves nothing untrue."""
     with run.lock():
         run.remove_stale_temp_files()  # what a killed process left half-written
-        run.add_resume_to_env(environment())
         if not run.checkpoint_path("last").exists():
             done = run.read_metrics(strict=False)
             # a kill between an epoch's record and its checkpoint leaves one record more than
@@ -214,40 +304,77 @@ def resume(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
                 raise RunDirError(f"{run.path} has {len(done)} epochs in metrics.jsonl but no "
                                   f"checkpoints/last.npz to continue them from; restore that file, "
                                   f"or train anew")
+            check_same_config(run, exp.config)
             # stopped before its first epoch ended: nothing to lose
+            run.add_resume_to_env(environment())
+            _record_change(run, exp.config, intent)
             run.checkpoint_path("last").parent.mkdir(exist_ok=True)
             run.truncate_metrics(0)
             run.log("resumed before the first epoch completed: starting over")
             return _from_scratch(exp, run, reporter, deadline)
-        params, meta, arrays = run.load_checkpoint("last")
-        _check_checkpoint(run, exp, params, meta)
+        params, meta, arrays = run.load_checkpoint("last")  # checked: a damaged one is refused
+        _check_params(run, exp, params)
+        trained = trained_config(run, meta)
+        check_same_config(run, exp.config, trained)
         seeds = Seeds.from_seed(exp.config["seed"])
         model = build_model(exp, params, seeds)
-        model.set_state({**arrays, **meta["model_state"]})
+        try:  # what a backend keeps in model_state only it can judge
+            model.set_state({**arrays, **meta["model_state"]})
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError, RuntimeError) as exc:
+            raise RunDirError(f"checkpoint {run.checkpoint_path('last')} is damaged and was not loaded "
+                              f"(its model state: {type(exc).__name__}: {exc})") from None
         seeds.order.bit_generator.state = meta["order_rng"]
         seeds.augment.bit_generator.state = meta["augment_rng"]
         state = LoopState(**meta["loop"])
-        if extend:
-            state.stop_reason = None
+        trained = trained if trained is not None else run.config()
+        if intent == Intent.EXTEND or _resumable(trained) != _resumable(exp.config):
+            state = extension_state(trained, exp.config, _history(run, state.epoch), state)
+            if intent == Intent.EXTEND and state.stop_reason is not None:
+                return run.read_summary() or {}  # it would stop where it stopped: nothing changes
+        run.add_resume_to_env(environment())
+        _record_change(run, exp.config, intent)
         settle_pending_best(run, state)
         run.truncate_metrics(state.epoch)  # drop records written after the checkpoint
         run.log(f"resumed after epoch {state.epoch}")
         return run_epochs(exp, run, model, state, seeds, reporter or SilentReporter(), deadline)
 
 
-def _check_checkpoint(run: Run, exp: Experiment, params: dict, meta: dict) -> None:
+def _resumable(cfg: dict) -> dict:
+    flat = configs.flatten(cfg)
+    return {key: flat.get(key) for key in RESUMABLE_KEYS}
+
+
+def _history(run: Run, epochs: int) -> list[dict]:
+    """The records of epochs 1..`epochs` (what last.npz holds), for `extension_state` to
+    replay; a history with gaps cannot show what a new setting would have done."""
+    records = [r for r in run.read_metrics(strict=True) if r["epoch"] <= epochs]
+    if not _whole(records, epochs):
+        raise RunDirError(f"{run.path / 'metrics.jsonl'} does not hold epochs 1 to {epochs}, which "
+                          f"checkpoints/last.npz has trained: without them a changed "
+                          f"{' or '.join(RESUMABLE_KEYS)} cannot be checked against what the run has done")
+    return records
+
+
+def _record_change(run: Run, cfg: dict, intent: Intent) -> None:
+    """`nnexp resume --set` (RESUME, EXTEND): config.yaml now says how far the run is meant
+    to go, and train.log what changed."""
+    if intent not in (Intent.RESUME, Intent.EXTEND):
+        return
+    then, now = _resumable(run.config()), _resumable(cfg)
+    changed = [f"{key}={now[key]} (was {then[key]})" for key in RESUMABLE_KEYS if now[key] != then[key]]
+    if changed:
+        run.write_config(cfg)
+        run.log(f"extended: {', '.join(changed)}")
+
+
+def _check_params(run: Run, exp: Experiment, params: dict) -> None:
     """last.npz must be the network config.yaml describes: a config edited after the run
-    started would continue one network as another (another width, another activation)."""
+    started would continue one network as another (another width, another activation).
+    `check_same_config` then names the key, where last.npz records its config."""
     for name, shape in exp.spec.param_shapes().items():
         if name not in params or tuple(params[name].shape) != tuple(shape):
             raise RunDirError(f"{run.checkpoint_path('last')} does not match {run.path / 'config.yaml'} "
                               f"(parameter {name}); was the config edited after the run started?")
-    saved = meta.get("config")
-    change = config_change(saved, exp.config) if isinstance(saved, dict) else None  # older: none saved
-    if change is not None:
-        key, was, now = change
-        raise RunDirError(f"{run.path / 'config.yaml'} says {key} = {now!r}, but the run was trained "
-                          f"with {was!r}; {change_reason(key)}")
 
 
 def settle_pending_best(run: Run, state: LoopState) -> None:

@@ -17,6 +17,8 @@ crash leaves the previous version, never half of a new one. Checkpoints are plai
 
 Everyone else asks the run: where it stands (`Run.status`, one of `Status`), its config
 resolved (`Run.config`) and its network (`Run.spec`); `is_new_best` is the best-epoch rule.
+A checkpoint is checked as it is loaded (`load_checkpoint`): metadata that is not what the
+training loop writes (`LoopState` and the rest) is one "damaged" error, never a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import shutil
 import re
 import zipfile
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -75,6 +78,9 @@ FINAL = frozenset({Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.DAMA
 RETRYABLE = frozenset({Status.DIVERGED, Status.FAILED, Status.DAMAGED})
 
 CHECKPOINT_FORMAT = 1
+# The stops last.npz may record (a divergence or a time limit never saves one): the loop's
+# words, which `training.STOP_REASONS` puts in people's
+SAVED_STOPS = ("epochs", "early-stopping", "eta-floor")
 # A sweep directory holds this manifest beside its points' run directories (written by
 # `batch.SweepDir`); readers of runs recognise a sweep by it
 MANIFEST = "sweep.json"
@@ -84,6 +90,106 @@ RUN_FILES = ("config.yaml", "env.json", "summary.json", "metrics.jsonl")
 # the stamp `make_unique_dir` puts in a run's name: <name>-<YYYYmmdd-HHMMSS>[-N]
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
 _NAME_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
+
+
+@dataclass
+class LoopState:
+    """Everything the training loop must remember to continue after an interruption. It is
+    defined here, beside the checkpoints, because last.npz holds it (``meta["loop"]``) and a
+    loaded one must be checked field by field (`loop_damage`)."""
+
+    epoch: int = 0  # last completed epoch
+    eta: float = 0.0
+    best_epoch: int = 0
+    best_validation_accuracy: float = -1.0
+    test_accuracy: float | None = None  # at best_epoch
+    bad_epochs: int = 0  # epochs since the last strict improvement (kept at an early stop)
+    wall_time_s: float = 0.0
+    stop_reason: str | None = None  # one of SAVED_STOPS, or None while it goes on
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_accuracy(value) -> bool:
+    return is_finite_number(value) and -1 <= value <= 1  # -1: LoopState's "none yet"
+
+
+def _is_number(value) -> bool:
+    return is_finite_number(value)  # defined further down, with the readers' helpers
+
+
+# what each LoopState field must hold in last.npz
+_LOOP_FIELDS = {
+    "epoch": _is_count, "eta": _is_number, "best_epoch": _is_count,
+    "best_validation_accuracy": _is_accuracy,
+    "test_accuracy": lambda v: v is None or _is_accuracy(v),
+    "bad_epochs": _is_count, "wall_time_s": _is_number,
+    "stop_reason": lambda v: v is None or v in SAVED_STOPS,
+}
+assert set(_LOOP_FIELDS) == {f.name for f in fields(LoopState)}, "a LoopState field without its check"
+
+
+def loop_damage(record) -> str | None:
+    """Why last.npz's loop record cannot be a `LoopState` the loop saved; None if it can."""
+    if not isinstance(record, dict):
+        return f"its loop state is not an object ({type(record).__name__})"
+    missing, extra = set(_LOOP_FIELDS) - set(record), set(record) - set(_LOOP_FIELDS)
+    if missing or extra:
+        return "its loop state " + "; ".join(
+            part for part in (f"lacks {', '.join(sorted(missing))}" if missing else "",
+                              f"has unknown {', '.join(sorted(extra))}" if extra else "") if part)
+    for name, valid in _LOOP_FIELDS.items():
+        if not valid(record[name]):
+            return f"its loop state's {name} is {record[name]!r}"
+    return None
+
+
+def _rng_damage(state) -> str | None:
+    """Why a saved RNG state cannot be restored into the streams `training.Seeds` makes
+    (default_rng's bit generator); numpy itself is the judge."""
+    try:
+        np.random.default_rng(0).bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def checkpoint_damage(which: str, meta) -> str | None:
+    """Why a checkpoint's metadata is not what the training loop writes as `which`, or None.
+    Every checkpoint names its parameters and its epoch; last.npz also holds what resume
+    continues from: the loop's state, the model's JSON state, both NumPy RNG streams, and
+    (since nnexp recorded it) the config it was trained with. An unknown key beside these is
+    harmless and allowed; an unknown loop field is not, since the loop would be rebuilt from it."""
+    if not isinstance(meta, dict):
+        return f"its metadata is not a JSON object ({type(meta).__name__})"
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        return f"checkpoint format {meta.get('format')!r}, this nnexp reads {CHECKPOINT_FORMAT}"
+    names = meta.get("params")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return f"params is {names!r}, not a list of parameter names"
+    if not _is_count(meta.get("epoch")):
+        return f"epoch is {meta.get('epoch')!r}, not a whole number"
+    if which != "last":
+        return None
+    missing = [k for k in ("loop", "model_state", "order_rng", "augment_rng") if k not in meta]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    why = loop_damage(meta["loop"])
+    if why is None and meta["loop"]["epoch"] != meta["epoch"]:
+        why = f"its loop state is at epoch {meta['loop']['epoch']}, its metadata at {meta['epoch']}"
+    if why is not None:
+        return why
+    if not isinstance(meta["model_state"], dict):
+        return f"model_state is not an object ({type(meta['model_state']).__name__})"
+    if "config" in meta and not isinstance(meta["config"], dict):
+        return f"config is not an object ({type(meta['config']).__name__})"
+    for stream in ("order_rng", "augment_rng"):
+        why = _rng_damage(meta[stream])
+        if why is not None:
+            return f"{stream} is not an RNG state ({why})"
+    return None
 
 
 def _file_lock(path: Path):
@@ -478,16 +584,17 @@ class Run:
         os.replace(self.checkpoint_path(src), self.checkpoint_path(dst))
 
     def load_checkpoint(self, which: str) -> tuple[dict[str, np.ndarray], dict, dict[str, np.ndarray]]:
-        """(params, meta, state arrays); a missing or damaged file is a RunDirError."""
+        """(params, meta, state arrays); a missing or damaged file, or metadata that is not
+        what the loop writes as `which` (`checkpoint_damage`), is a RunDirError naming it."""
         path = self.checkpoint_path(which)
         if not path.exists():
             raise RunDirError(f"{self.path} has no {which} checkpoint ({path.name})")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 meta = json.loads(str(npz["meta"]))
-                if meta.get("format") != CHECKPOINT_FORMAT:
-                    raise ValueError(f"checkpoint format {meta.get('format')!r}, "
-                                     f"this nnexp reads {CHECKPOINT_FORMAT}")
+                why = checkpoint_damage(which, meta)
+                if why is not None:
+                    raise ValueError(why)
                 params = {n: npz[f"param/{n}"] for n in meta["params"]}
                 state = {k[len("state/"):]: npz[k] for k in npz.files if k.startswith("state/")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:

@@ -10,7 +10,8 @@ is extended is decided in `lifecycle`, which hands `run_epochs` a model and a `L
 
 The reported test accuracy is the one at the epoch of best validation accuracy, ties going
 to the later epoch (`runs.is_new_best`, as the book reports it). Early stopping counts
-epochs since the last *strict* improvement.
+epochs since the last *strict* improvement (`count_stop`); `replay_stops` runs that count
+over a run's recorded epochs, for an extension to continue it as a fresh run would.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from nnexp.backends import Backend, Model, Objective, Optimizer
 from nnexp.data import Dataset, load_dataset
 from nnexp.errors import ConfigError, RunFailed
 from nnexp.network import NetworkSpec, build_spec
-from nnexp.runs import Run, Status, is_new_best
+from nnexp.runs import LoopState, Run, Status, is_new_best  # LoopState: what last.npz holds
 
 ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
 PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has recorded its epoch
@@ -46,20 +47,6 @@ class Experiment:
     backend: Backend
     device: str
     dataset: Dataset
-
-
-@dataclass
-class LoopState:
-    """Everything the loop itself must remember to continue after an interruption."""
-
-    epoch: int = 0  # last completed epoch
-    eta: float = 0.0
-    best_epoch: int = 0
-    best_validation_accuracy: float = -1.0
-    test_accuracy: float | None = None  # at best_epoch
-    bad_epochs: int = 0  # epochs since the last strict improvement
-    wall_time_s: float = 0.0
-    stop_reason: str | None = None  # epochs | early-stopping | eta-floor (time-limit is never saved)
 
 
 @dataclass
@@ -259,10 +246,44 @@ def epoch_eta(tr: dict, epoch: int, plateau_eta: float) -> float:
     return eta * epoch / (warmup + 1) if epoch <= warmup else eta
 
 
+def count_stop(tr: dict, state: LoopState, improved: bool) -> None:
+    """The end of an epoch's stopping rule: count the epochs since the last strict
+    improvement; at `patience` of them halve-on-plateau halves η and counts afresh (stopping
+    once η reaches η₀/128), any other schedule stops. An early stop keeps its count, so an
+    extension with a larger patience counts on from it as a run started with it would."""
+    patience = tr["early_stopping"]["patience"]
+    state.bad_epochs = 0 if improved else state.bad_epochs + 1
+    if patience and state.bad_epochs >= patience:
+        if tr["schedule"] == "halve-on-plateau":
+            state.bad_epochs = 0
+            state.eta /= 2
+            if state.eta <= tr["eta"] * ETA_FLOOR * (1 + 1e-9):
+                state.stop_reason = "eta-floor"
+        else:
+            state.stop_reason = "early-stopping"
+
+
+def replay_stops(tr: dict, records: list[dict]) -> list[LoopState]:
+    """The loop's counting (best validation, epochs without improvement, halve-on-plateau's
+    η, the stop) after each of a run's recorded epochs 1, 2, ..., had it trained them under
+    `tr`: what a run started with `tr` would hold, for the same validation accuracies."""
+    state, states = LoopState(eta=tr["eta"]), []
+    for record in records:
+        if tr["schedule"] != "halve-on-plateau":  # as the loop does: there state.eta is the halved base rate
+            state.eta = epoch_eta(tr, record["epoch"], state.eta)
+        accuracy = record["validation_accuracy"]
+        improved = accuracy > state.best_validation_accuracy
+        if is_new_best(accuracy, state.best_validation_accuracy):
+            state.best_epoch, state.best_validation_accuracy = record["epoch"], accuracy
+        state.epoch = record["epoch"]
+        count_stop(tr, state, improved)
+        states.append(replace(state))
+    return states
+
+
 def run_epochs(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
           reporter: Reporter, deadline: float | None = None) -> dict:
     tr = exp.config["training"]
-    eta0, patience = tr["eta"], tr["early_stopping"]["patience"]
     x, y = exp.dataset.train.x, exp.dataset.train.y
     n, m = len(y), tr["batch_size"]
     augment = exp.config["data"]["augment"]
@@ -315,15 +336,7 @@ def run_epochs(exp: Experiment, run: Run, model: Model, state: LoopState, seeds:
                 state.test_accuracy = record["test_accuracy"]
                 # promoted to best.npz only once last.npz records this epoch (see resume)
                 run.save_checkpoint(PENDING_BEST, model.get_params(), {"epoch": epoch})
-            state.bad_epochs = 0 if improved else state.bad_epochs + 1
-            if patience and state.bad_epochs >= patience:
-                state.bad_epochs = 0
-                if tr["schedule"] == "halve-on-plateau":
-                    state.eta /= 2
-                    if state.eta <= eta0 * ETA_FLOOR * (1 + 1e-9):
-                        state.stop_reason = "eta-floor"
-                else:
-                    state.stop_reason = "early-stopping"
+            count_stop(tr, state, improved)
 
             line = epoch_line(record, tr["epochs"])
             run.append_metrics(record)  # before the checkpoint: resume trims any excess
