@@ -34,7 +34,8 @@ from nnexp.gradcheck import gradcheck as run_check
 from nnexp.lifecycle import Intent
 from nnexp.network import build_spec
 from nnexp.render import (SweepDisplay, backends_table, ensemble_table, epoch_reporter, err, gradcheck_table, out,
-                          print_outcome, print_sweep_table, print_table, print_trials, print_warnings, render)
+                          plural, print_outcome, print_reference_dropped, print_sweep_table, print_table,
+                          print_trials, print_warnings, render, table_width)
 from nnexp.runs import Run, is_sweep_dir
 from nnexp.training import prepare
 
@@ -200,6 +201,7 @@ def train(config_path: ConfigArg, assignments: AssignArg = None, set_: SetOpt = 
     exp, run = lifecycle.new_run(cfg, runs_dir, data_dir)
     err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "
               f"{exp.spec.n_params:,} parameters, {len(exp.dataset.train.y):,} training images)")
+    print_reference_dropped(cfg)
     _execute(exp, run, Intent.START, time_limit)
 
 
@@ -220,7 +222,7 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, r
     todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
     skipped = len(before) - len(todo)
     chosen = f" ({len(before)} selected by --only)" if only else ""
-    err.print(f"sweep {sweep.path}: {len(sweep.plan.points)} points{chosen}"
+    err.print(f"sweep {sweep.path}: {plural(len(sweep.plan.points), 'point')}{chosen}"
               + (f", {skipped} already done or not retried" if skipped else "")
               + f"; {executor.description}", markup=False)
     parallel = getattr(executor, "jobs", None) or len(todo)
@@ -341,7 +343,7 @@ def gradcheck(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt =
     cfg = _load_config(config_path, set_, backend=backend)
     spec, results = run_check(cfg, examples=examples, max_entries=entries or None)
     title = f"gradient check: {cfg['name']} on {cfg['backend']} (float64)"
-    print_table(gradcheck_table(results, title, out.width if out.is_terminal else None))
+    print_table(gradcheck_table(results, title, table_width(out)))
     bad = [r.name for r in results if not r.ok]
     if bad:
         err.print(f"[red]gradients disagree (> {TOLERANCE:g}) for: {escape(', '.join(bad))}[/]", markup=True)
@@ -349,7 +351,7 @@ def gradcheck(config_path: ConfigArg, set_: SetOpt = None, backend: BackendOpt =
     kinks = sum(r.kinks for r in results)
     note = (f"; {kinks} entries within {EPS:g} of a ReLU or max-pool kink (or on steep curvature) were "
             "checked at a smaller step, or one-sidedly where no step was free of kinks") if kinks else ""
-    out.print(f"all {len(results)} parameters agree to {TOLERANCE:g}{note}")
+    out.print(f"all {plural(len(results), 'parameter')} agree to {TOLERANCE:g}{note}")
 
 
 @command("expand-mnist")
@@ -401,8 +403,9 @@ CheckpointOpt = Annotated[str, typer.Option(help="Which checkpoint's parameters:
 @command("compare")
 def compare_runs(
         runs: RunsArg,
-        sort: Annotated[str, typer.Option(help="Column or config key to sort by, e.g. training.eta.")]
-        = "test_accuracy",
+        sort: Annotated[str, typer.Option(
+            help="Column or config key to sort by: a header (best val %, test %, Δ, ...), a short name "
+                 "(val, test, η, eta) or a key (training.eta).")] = cmp.DEFAULT_SORT,
         descending: Annotated[Optional[bool], typer.Option(
             "--desc/--asc", help="Sort order (default: descending for accuracies, else ascending).",
             show_default=False)] = None,
@@ -418,17 +421,19 @@ def compare_runs(
         status: Annotated[Optional[list[str]], typer.Option(
             help="Only runs with this status: completed, running, interrupted, diverged, ... (repeatable).")]
         = None,
-        last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None) -> None:
+        last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None,
+        wide: Annotated[bool, typer.Option(
+            "--wide", help="On a terminal too, every column, lines as long as they need.")] = False) -> None:
     """Compare runs: which won, and what differs (a sweep directory means its points)."""
 
     comparison, warnings = cmp.compare(runs, sort=sort, descending=descending, group=group,
                                        where=where or [], status=status or [], last=last)
     print_warnings(warnings)
-    rendered = render(comparison, format_, width=out.width if out.is_terminal else None)
+    rendered = render(comparison, format_, width=None if wide else table_width(out))
     if isinstance(rendered, str):
         typer.echo(rendered, nl=False)
     else:
-        print_table(rendered)
+        print_table(rendered, wide=wide)
     if plot_file is not None:
         from nnexp.plots import plot_comparison  # lazily: matplotlib takes a second to import
 
@@ -455,7 +460,7 @@ def ensemble(runs: RunsArg,
 
     result, warnings = run_ensemble(runs, checkpoint=checkpoint, backend=backend, data_dir=data_dir)
     print_warnings(warnings)
-    print_table(ensemble_table(result, checkpoint))
+    print_table(ensemble_table(result, checkpoint, table_width(out)))
     if errors is not None:
         out.print(str(plot_ensemble_errors(result, errors)), markup=False)
 

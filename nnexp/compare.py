@@ -15,7 +15,9 @@ mean/std/min/max (significance testing would need more seeds than anyone runs he
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
+import os
 import re
 import statistics
 from dataclasses import dataclass
@@ -28,10 +30,11 @@ from nnexp.runs import Status
 from nnexp.runset import METRICS, RunRecord, load_runs
 from nnexp.yamlio import parse_yaml
 
-DEFAULT_SORT = "test_accuracy"
+DEFAULT_SORT = "best_validation_accuracy"  # the selection rule everywhere in nnexp (and the book's)
 # `name` differs by design; backend and device have a column of their own (what actually ran).
 NOT_CONFIG_COLUMNS = ("name", "backend", "device")
-NOT_CONFIG_SUBTREES = ("reference",)  # the book's number: shown in its own columns, never a difference
+# the book's number (and the one an override dropped): shown in its own columns, never a difference
+NOT_CONFIG_SUBTREES = ("reference", "reference_dropped")
 MISSING = object()  # a config key one run has and another lacks (shown as "-")
 
 
@@ -62,6 +65,7 @@ class Row:
 
     runs: list[RunRecord]
     text: str | None = None  # what differs about the row (`η 0.25, λ 5`), set by `build`
+    ids: str | None = None  # the runs' ids, where no glob picks out just them, set by `build`
 
     @property
     def display(self) -> str:
@@ -77,11 +81,17 @@ class Row:
         if not self.grouped:
             return self.runs[0].name
         base = self.runs[0].config.get("name") or self.runs[0].name
-        return f"{base} [seeds {', '.join(map(str, self.seeds))}]"
+        return f"{base} [{seed_list(self.seeds)}]"
 
     @property
     def seeds(self) -> list:
         return [r.config.get("seed") for r in self.runs]
+
+    @property
+    def id(self) -> str:
+        """How to find the row's runs again: a run's id (`run_dir` or `sweep/point`); for a
+        group, a glob over its runs' ids where they share a prefix (`sweep/seed=*`)."""
+        return self.ids or common_id([r.id for r in self.runs])
 
     @property
     def status(self) -> str:
@@ -115,6 +125,9 @@ class Row:
         if ref is None:
             return None
         metric = "test_accuracy" if ref.get("metric", "test_accuracy") == "test_accuracy" else "best_validation_accuracy"
+        return exact(self._ours(ref, metric))
+
+    def _ours(self, ref: dict, metric: str) -> float | None:
         if ref.get("selection") == "best-of-seeds":
             scored = [r for r in self.runs if r.values["best_validation_accuracy"] is not None]
             if not scored:
@@ -129,13 +142,22 @@ class Row:
         stat = self.stat(metric)
         return stat.mean if stat else None
 
+    @property
+    def dropped(self) -> dict | None:
+        """The book's number the config file had and an override took away (`reference_dropped`:
+        value, source, and `by`, the keys that changed the experiment); None otherwise."""
+        if self.reference is not None:
+            return None
+        dropped = self.runs[0].config.get("reference_dropped")
+        return dropped if isinstance(dropped, dict) and dropped.get("value") is not None else None
+
     def verdict(self) -> dict[str, Any]:
         """Book, ours, their difference in points and the verdict against the tolerance."""
         ref, ours = self.reference, self.ours()
         if ref is None:
             return {"book": None, "ours": None, "difference": None, "tolerance": None, "verdict": None}
         tolerance = reference_tolerance(ref)
-        book = ref["value"] / 100
+        book = exact(ref["value"] / 100)
         diff = None if ours is None else round(100 * (ours - book), 4)
         if diff is None or self.status != Status.COMPLETED:
             verdict = None
@@ -144,6 +166,24 @@ class Row:
         else:
             verdict = "above" if diff > 0 else "below"
         return {"book": book, "ours": ours, "difference": diff, "tolerance": tolerance, "verdict": verdict}
+
+
+_ID_BREAKS = "/=,-_"  # where a shared prefix of ids may end: a glob never cuts a value in two
+
+
+def common_id(ids: list[str]) -> str:
+    """One id for several runs: the id itself for one; `prefix*suffix` where they share a
+    prefix ending at a separator (`sweep/seed=*`, `shallow-20261130-*`); else the ids listed."""
+    if len(set(ids)) == 1:
+        return ids[0]
+    prefix = ids[0][:len(os.path.commonprefix(ids))]
+    prefix = prefix[:max((prefix.rfind(c) for c in _ID_BREAKS), default=-1) + 1]
+    rests = [i[len(prefix):] for i in ids]
+    suffix = os.path.commonprefix([r[::-1] for r in rests])[::-1]
+    suffix = suffix[min((suffix.find(c) for c in _ID_BREAKS if c in suffix), default=len(suffix)):]
+    if prefix:
+        return f"{prefix}*{suffix}"
+    return ", ".join(ids)
 
 
 def _joined(values) -> str:
@@ -158,14 +198,41 @@ def _config_key(record: RunRecord, ignore: tuple[str, ...]) -> str:
 def group_runs(records: list[RunRecord], group: bool = True) -> list[Row]:
     """Rows in order of first appearance. With `group`, runs whose configs differ only in
     `seed` share a row, but only runs of the same status: averaging a finished run with one
-    still at epoch 3 would describe neither."""
+    still at epoch 3 would describe neither. Two runs of one seed are the same experiment
+    twice, not two seeds: the second goes to a row of its own (`repeated_seeds` warns)."""
     if not group:
         return [Row([r]) for r in records]
-    rows: dict[tuple[str, str], Row] = {}
+    rows: dict[tuple[str, str], list[Row]] = {}
+    order: list[Row] = []
     for record in records:
         key = (_config_key(record, ("name", "seed")), record.status)
-        rows.setdefault(key, Row([])).runs.append(record)
-    return list(rows.values())
+        seed = record.config.get("seed")
+        candidates = rows.setdefault(key, [])
+        row = next((r for r in candidates if seed not in r.seeds), None)
+        if row is None:
+            row = Row([])
+            candidates.append(row)
+            order.append(row)
+        row.runs.append(record)
+    return order
+
+
+def repeated_seeds(records: list[RunRecord]) -> list[str]:
+    """A warning per seed that more than one run of the same config and status used:
+    `group_runs` shows such runs apart, since pooling them would count one experiment as
+    several seeds."""
+    by_config: dict[tuple, list[RunRecord]] = {}
+    for record in records:
+        key = (_config_key(record, ("name",)), record.status)
+        by_config.setdefault(key, []).append(record)
+    warnings = []
+    for same in by_config.values():
+        if len(same) > 1:
+            name = same[0].config.get("name") or same[0].name
+            ids = ", ".join(r.id for r in same)
+            warnings.append(f"{len(same)} runs of {name} with the same config and seed "
+                            f"{same[0].config.get('seed')} ({ids}): shown as separate rows, not pooled as seeds")
+    return warnings
 
 
 def differing_keys(flats: list[dict[str, Any]], ignore: tuple[str, ...] = NOT_CONFIG_COLUMNS) -> list[str]:
@@ -209,12 +276,22 @@ class Comparison:
     def any_reference(self) -> bool:
         return any(row.reference is not None for row in self.rows)
 
+    @property
+    def any_dropped(self) -> bool:
+        """Some row's config had the book's number until an override changed the experiment."""
+        return any(row.dropped is not None for row in self.rows)
+
 
 def build(records: list[RunRecord], *, group: bool = True) -> Comparison:
     rows = group_runs(records, group)
     ignore = NOT_CONFIG_COLUMNS + (("seed",) if group else ())
     comparison = Comparison(rows, differing_keys([r.flat for r in records], ignore), group)
     _label_rows(comparison)
+    everyone = [r.id for r in records]
+    for row in rows:  # a group's glob must find its runs and no other run compared
+        mine = [r.id for r in row.runs]
+        if sorted(fnmatch.filter(everyone, common_id(mine))) != sorted(mine):
+            row.ids = ", ".join(mine)
     return comparison
 
 
@@ -242,12 +319,17 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return out
 
 
-def config_cell(value: Any) -> str:
-    """A config value as labels and table cells show it (`-` where a run lacks the key)."""
+# what null means for the keys where it means something: every training image, no patience
+NULL_MEANS = {"data.train_size": "all", "training.early_stopping.patience": "none"}
+
+
+def config_cell(value: Any, key: str | None = None) -> str:
+    """A config value as labels and table cells show it (`-` where a run lacks the key;
+    null as what it means for `key`, such as `all` for data.train_size)."""
     if value is MISSING:
         return "-"
     if value is None:
-        return "null"
+        return NULL_MEANS.get(key, "null")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -263,40 +345,55 @@ def is_layer_key(key: str) -> bool:
 
 
 def _label_rows(comparison: Comparison) -> None:
-    """Label each row by what differs (`η 0.25, λ 5`); rows of different networks by their
-    config's name; the run's (or group's) name wherever that would leave two rows alike."""
-    keys = [k for k in comparison.keys if not is_layer_key(k)]
-    short = short_names(keys)
-    arch = any(is_layer_key(k) for k in comparison.keys)
+    """Label each row shortly: where config names differ, the name, then only what differs
+    among that name's runs (`ch3_l2, η 0.5`); in a table of one name, what differs
+    (`η 0.25, λ 5`), else the name. What differs across the whole table has columns: it is
+    not repeated in every label. Layer keys join a label only where nothing else tells two
+    rows apart. Rows that would still read alike fall back to their runs' directory names."""
     names = [str(row.runs[0].config.get("name") or row.runs[0].name) for row in comparison.rows]
-    if arch and len(set(names)) < len(names):
-        # networks of one name: the name and what else differs, else the layer keys that differ
-        with_parts = [", ".join([n, *(f"{short[k]} {config_cell(r.config_value(k))}" for k in keys)])
-                      for n, r in zip(names, comparison.rows)]
-        layer_keys = [] if len(set(with_parts)) == len(with_parts) else [k for k in comparison.keys if is_layer_key(k)]
-    else:
-        with_parts, layer_keys = None, []
-    texts = []
-    for i, (row, name) in enumerate(zip(comparison.rows, names)):
-        parts = [f"{short[k]} {config_cell(row.config_value(k))}" for k in keys]
-        if layer_keys:
-            parts = [f"{k.removeprefix('model.')} {config_cell(row.config_value(k))}" for k in layer_keys] + parts
-            text = ", ".join(parts)
-        elif with_parts:
-            text = with_parts[i]
-        else:  # different networks: the config's name says most (the columns say the rest)
-            text = name if arch else ", ".join(parts) or None
-        if text and row.grouped:
-            seeds = row.seeds
-            text += f" [seeds {', '.join(map(str, seeds))}]" if len(seeds) <= 5 else f" [{len(seeds)} seeds]"
-        texts.append(text)
-    if len(set(texts)) < len(texts):  # two rows would read alike: their names tell them apart
-        texts = [None] * len(texts)
+    several = len(set(names)) > 1
+    short = short_names([k for k in comparison.keys if not is_layer_key(k)])
+    ignore = NOT_CONFIG_COLUMNS + (("seed",) if comparison.grouped else ())
+    texts: list[str | None] = [None] * len(comparison.rows)
+    for name in dict.fromkeys(names):
+        mine = [i for i, n in enumerate(names) if n == name]
+        rows = [comparison.rows[i] for i in mine]
+        keys = differing_keys([r.flat for row in rows for r in row.runs], ignore)
+        plain = [k for k in keys if not is_layer_key(k)]
+        parts = {i: [f"{short.get(k, k)} {config_cell(row.config_value(k), k)}" for k in plain]
+                 for i, row in zip(mine, rows)}
+        if len({", ".join(p) for p in parts.values()}) < len(rows) and any(is_layer_key(k) for k in keys):
+            # only the network tells these rows apart: its keys that differ, shortly
+            for i, row in zip(mine, rows):
+                parts[i] = [f"{k.removeprefix('model.')} {config_cell(row.config_value(k), k)}"
+                            for k in keys if is_layer_key(k)] + parts[i]
+        for i in mine:
+            texts[i] = ", ".join(([name] if several else []) + parts[i]) or name
+    for i, row in enumerate(comparison.rows):
+        if row.grouped:
+            texts[i] += f" [{seed_list(row.seeds)}]"
+    alike = {text for text in texts if texts.count(text) > 1}
+    texts = [None if text in alike else text for text in texts]  # rows alike: their own names
     for row, text in zip(comparison.rows, texts):
         row.text = text
 
 
+def seed_list(seeds: list) -> str:
+    """`seeds 1, 2, 3` for a few; `6 seeds` beyond five (the n column lists no more)."""
+    try:
+        seeds = sorted(seeds)
+    except TypeError:  # a seed missing from an old config (None) beside numbers: as found
+        pass
+    return f"seeds {', '.join(map(str, seeds))}" if len(seeds) <= 5 else f"{len(seeds)} seeds"
+
+
 # --- machine rows and sorting -----------------------------------------------------------------
+
+
+def exact(value: float | None) -> float | None:
+    """A computed number without float noise (0.9923, not 0.9923000000000001): 12
+    significant digits, far more than any accuracy or time here carries."""
+    return None if value is None else float(f"{value:.12g}")
 
 
 def machine_row(row: Row, comparison: Comparison) -> dict[str, Any]:
@@ -305,17 +402,17 @@ def machine_row(row: Row, comparison: Comparison) -> dict[str, Any]:
     This is what csv and json print and what sorting looks at; the human formats only
     render it. In grouped mode each metric also has ``_std``, ``_min`` and ``_max``.
     """
-    out: dict[str, Any] = {"name": row.label, "runs": [r.name for r in row.runs], "status": row.status,
-                           "backend": row.backend, "device": row.device, "n": len(row.runs),
-                           "seeds": row.seeds}
+    out: dict[str, Any] = {"name": row.label, "id": row.id, "runs": [r.name for r in row.runs],
+                           "status": row.status, "backend": row.backend, "device": row.device,
+                           "n": len(row.runs), "seeds": row.seeds}
     for key in comparison.keys:
         value = row.config_value(key)
         out[key] = None if value is MISSING else value
     for metric in METRICS:
         stat = row.stat(metric)
-        out[metric] = stat.mean if stat else None
+        out[metric] = exact(stat.mean) if stat else None
         if comparison.grouped:
-            out[f"{metric}_std"] = stat.std if stat else None
+            out[f"{metric}_std"] = exact(stat.std) if stat else None
             out[f"{metric}_min"] = stat.min if stat else None
             out[f"{metric}_max"] = stat.max if stat else None
     if comparison.any_reference:
@@ -323,31 +420,75 @@ def machine_row(row: Row, comparison: Comparison) -> dict[str, Any]:
         out["book_selection"] = ref.get("selection")
         out.update({f"book_{k}" if k in ("ours", "difference", "tolerance", "verdict") else k: v
                     for k, v in row.verdict().items()})
+    if comparison.any_dropped:
+        out["book_dropped_by"] = (row.dropped or {}).get("by")
     return out
 
 
+# `--sort` by what the table shows: its headers, and the short names people type
+SORT_ALIASES = {
+    "run": "name", "label": "name", "best val %": "best_validation_accuracy", "val %": "best_validation_accuracy",
+    "val": "best_validation_accuracy", "validation": "best_validation_accuracy",
+    "test %": "test_accuracy", "test": "test_accuracy", "book %": "book", "ours %": "book_ours",
+    "ours": "book_ours", "Δ": "book_difference", "diff": "book_difference", "delta": "book_difference",
+    "verdict": "book_verdict", "epochs": "epochs_run", "best epoch": "best_epoch",
+    "test min": "test_accuracy_min", "test max": "test_accuracy_max", "wall time": "wall_time_s",
+    "time": "wall_time_s", "backend/device": "backend", "point": "id",
+}
+HIGHER_IS_BETTER = ("book", "book_ours")  # sorted best first, as the accuracies are
+
+
 def sort_keys(comparison: Comparison) -> list[str]:
-    """Every key `--sort` accepts: the output columns plus any config key of any run."""
+    """Every key `--sort` accepts as written: the output columns plus any config key of any run."""
     columns = list(machine_row(comparison.rows[0], comparison)) if comparison.rows else []
     config_keys = dict.fromkeys(k for row in comparison.rows for r in row.runs for k in r.flat)
     return [k for k in dict.fromkeys([*columns, *config_keys]) if k not in ("runs", "seeds")]
 
 
+def sort_names(comparison: Comparison) -> dict[str, str]:
+    """What people may type after --sort, each mapped to the key it sorts by: the keys as
+    written, the table's headers (`best val %`), short names (`val`, `test`, `η`, `eta`,
+    `batch_size`) where they name one key."""
+    valid = sort_keys(comparison)
+    names = {k: k for k in valid}
+    names.update({alias: key for alias, key in SORT_ALIASES.items() if key in valid})
+    config_keys = [k for k in valid if "." in k]
+    names.update({short: key for key, short in short_names(config_keys).items() if short not in names})
+    names.update({symbol: key for key, symbol in SYMBOLS.items() if key in valid})
+    last = {}
+    for key in config_keys:  # `eta` for training.eta, where no other key ends the same
+        last.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    names.update({tail: keys[0] for tail, keys in last.items() if len(keys) == 1 and tail not in names})
+    return names
+
+
+def resolve_sort_key(comparison: Comparison, key: str) -> str:
+    """The key `--sort KEY` means; an unknown one is a UserError with the nearest names."""
+    names = sort_names(comparison)
+    if key in names:
+        return names[key]
+    lowered = {name.lower(): target for name, target in names.items()}
+    if key.strip().lower() in lowered:
+        return lowered[key.strip().lower()]
+    close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    shown = [h for h in ("val", "test", "book", "ours", "Δ", "verdict", "epochs", "wall time", "n", "id")
+             if h in names]
+    shown += [short for key, short in short_names(comparison.keys).items() if not is_layer_key(key)][:6]
+    raise UserError(f"unknown sort key {key!r}{hint}; sort by a column ({', '.join(dict.fromkeys(shown))}) "
+                    "or any config key, e.g. training.eta")
+
+
 def sort_rows(comparison: Comparison, key: str = DEFAULT_SORT, descending: bool | None = None) -> Comparison:
-    """Sorted by `key`; runs without a value go last whatever the direction.
+    """Sorted by `key` (see `resolve_sort_key`); runs without a value go last whatever the
+    direction.
 
     `descending=None` means: highest first for accuracies (what one compares them for),
     lowest first for everything else (names, eta, wall time).
     """
-    valid = sort_keys(comparison)
-    if key not in valid:
-        columns = [k for k in machine_row(comparison.rows[0], comparison) if k not in ("runs", "seeds")]
-        main = [k for k in columns if not k.endswith(("_std", "_min", "_max"))]
-        stats = " (each also with _std, _min, _max)" if comparison.grouped else ""
-        raise UserError(f"unknown sort key {key!r}; valid: {', '.join(main)}{stats}, or a config key: "
-                        + ", ".join(k for k in valid if k not in columns))
+    key = resolve_sort_key(comparison, key)
     if descending is None:
-        descending = "accuracy" in key
+        descending = "accuracy" in key or key in HIGHER_IS_BETTER
 
     def value(row: Row) -> Any:
         machine = machine_row(row, comparison)
@@ -434,4 +575,5 @@ def compare(patterns: list[str | Path], *, sort: str = DEFAULT_SORT, descending:
     records = select(records, where=where, status=status, last=last)
     if not records:
         raise UserError("no run matches --where / --status / --last")
-    return sort_rows(build(records, group=group), sort, descending), warnings
+    repeated = repeated_seeds(records) if group else []  # apart anyway, one run a row
+    return sort_rows(build(records, group=group), sort, descending), warnings + repeated

@@ -106,6 +106,9 @@ SCHEMA: dict[str, Any] = {
         "monitor_layer_speed": Field(int, None, min=1, nullable=True),
     },
     "reference": Field(dict, None, nullable=True),  # checked against REFERENCE_SCHEMA
+    # the config file's reference, kept aside when an override changed the experiment: compare
+    # says why a run has no book column, and which keys took it away
+    "reference_dropped": Field(dict, None, nullable=True),  # checked against DROPPED_SCHEMA
 }
 
 # A published number a config reproduces (`reference:`). It never changes training: compare
@@ -121,6 +124,11 @@ REFERENCE_SCHEMA: dict[str, Field] = {
     # over the epochs, as the book's chapter 3 reports it
     "selection": Field(str, "single", choices=SELECTIONS),
     "tolerance": Field(float, None, min=0.0, nullable=True),  # points; default by chapter
+}
+DROPPED_SCHEMA: dict[str, Field] = {
+    "source": Field(str, None, nullable=True),
+    "value": Field(float, REQUIRED),  # percent, as the reference said
+    "by": Field(list, REQUIRED),  # the overridden keys that changed the experiment
 }
 REFERENCE_TOLERANCE = {6: 0.15}  # chapter -> points; any other chapter: DEFAULT_TOLERANCE
 DEFAULT_TOLERANCE = 1.5
@@ -361,6 +369,8 @@ def resolve(raw: dict) -> dict:
     cfg["data"]["augment"] = check_augment_spec(cfg["data"]["augment"]) or None
     if cfg["reference"] is not None:
         cfg["reference"] = _check_mapping("reference", REFERENCE_SCHEMA, cfg["reference"])
+    if cfg["reference_dropped"] is not None:
+        cfg["reference_dropped"] = _check_mapping("reference_dropped", DROPPED_SCHEMA, cfg["reference_dropped"])
     _check_consistency(cfg)
     build_spec(cfg["model"]["layers"])  # raises ConfigError on impossible shapes
     return cfg
@@ -382,10 +392,19 @@ def override_keys(overrides: list[str]) -> list[str]:
 def apply_experiment_overrides(raw: dict, overrides: list[str]) -> dict:
     """`apply_overrides`, dropping the config's `reference:` when an override changes the
     experiment (another eta, fewer epochs): the book's number belongs to the book's setting,
-    and a verdict against it would mislead."""
+    and a verdict against it would mislead. What was dropped, and by which keys, is kept in
+    `reference_dropped`, so `train` and `compare` can say why there is no book column."""
     raw = apply_overrides(raw, overrides)
-    if raw.get("reference") is not None and changes_experiment(override_keys(overrides)):
+    changed = [key for key in override_keys(overrides) if changes_experiment([key])]
+    if not changed:
+        return raw
+    ref, dropped = raw.get("reference"), raw.get("reference_dropped")
+    if isinstance(ref, dict) and ref.get("value") is not None:
         raw["reference"] = None
+        raw["reference_dropped"] = {"source": ref.get("source"), "value": ref["value"],
+                                    "by": list(dict.fromkeys(changed))}
+    elif isinstance(dropped, dict) and isinstance(dropped.get("by"), list):  # dropped before: add these keys
+        raw["reference_dropped"] = {**dropped, "by": list(dict.fromkeys([*dropped["by"], *changed]))}
     return raw
 
 

@@ -17,6 +17,7 @@ Non-goals: interactive plots, styling options. These figures are for looking at 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,9 @@ def _series(metrics: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _epoch_axis(ax) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    # epochs are whole numbers; min_n_ticks=1 keeps that true for one epoch, whose axis
+    # (0.945 to 1.055) holds a single integer
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
 
 
@@ -178,36 +181,70 @@ def _band(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.
             np.array([max(v) for v in vals]))
 
 
-def comparison_figure(curves: list[tuple[str, list[list[dict]]]]) -> Figure:
-    """Validation accuracy and training cost per epoch, one line per run or seed group.
+LEGEND_WRAP = 45  # characters per legend line: labels are folded, never cut
+LEGEND_COLUMNS = 3
+LEGEND_LINE = 0.17  # inches per line of legend text at its font size
+LOG_RATIO = 100  # curves' typical costs this many times apart: a log axis, or all but one look flat
 
-    A group is drawn as its mean with a shaded min-max band. The cost panel shows the
-    training cost only if every run monitored it: mixing training and validation costs
-    in one panel would compare different things.
+
+def _wrapped(label: str) -> str:
+    return "\n".join(textwrap.wrap(label, LEGEND_WRAP, break_long_words=False, break_on_hyphens=False)) or label
+
+
+def _cost_title(monitored: int, total: int) -> tuple[str, str]:
+    """(cost key, title): the training cost only if every run monitored it, since one panel
+    mixing training and validation costs would compare different things; the title says
+    how many did."""
+    if total and monitored == total:
+        return "train_cost", "training cost"
+    if monitored == 0:
+        return "validation_cost", "validation cost (training cost not monitored)"
+    return "validation_cost", f"validation cost (training cost monitored by only {monitored} of {total} runs)"
+
+
+def comparison_figure(curves: list[tuple[str, list[list[dict]]]]) -> Figure:
+    """Validation accuracy and cost per epoch, one line per run or seed group.
+
+    A group is drawn as its mean with a shaded min-max band. The legend sits under both
+    panels, its labels folded, the figure as much taller as it needs: never cut, whatever
+    the labels. The cost axis is logarithmic where the curves' typical costs are more than
+    LOG_RATIO apart.
     """
-    fig = _new(COMPARISON_SIZE)
-    acc_ax, cost_ax = fig.subplots(1, 2)
     all_runs = [m for _, runs in curves for m in runs if m]
-    cost_key = "train_cost" if all_runs and all(any("train_cost" in r for r in m) for m in all_runs) \
-        else "validation_cost"
+    monitored = sum(1 for m in all_runs if any("train_cost" in r for r in m))
+    cost_key, cost_title = _cost_title(monitored, len(all_runs))
+    labels = [label if len(runs) == 1 or "seed" in label else f"{label} (n={len(runs)})" for label, runs in curves]
+    labels = [_wrapped(label) for label in labels]
+    ncol = max(1, min(LEGEND_COLUMNS, len(curves)))
+    rows = [labels[i:i + ncol] for i in range(0, len(labels), ncol)]
+    lines = sum(max(label.count("\n") + 1 for label in row) for row in rows)
+    width, height = COMPARISON_SIZE  # room for one line of legend; each further line adds its own
+    fig = _new((width, height + (lines - 1) * LEGEND_LINE))
+    fig.set_layout_engine("constrained")
+    acc_ax, cost_ax = fig.subplots(1, 2)
     colours = [f"C{i % 10}" for i in range(len(curves))]
-    for (label, runs), colour in zip(curves, colours):
+    typical = []
+    for (_, runs), label, colour in zip(curves, labels, colours):
         for ax, key, scale in ((acc_ax, "validation_accuracy", 100.0), (cost_ax, cost_key, 1.0)):
             epochs, mean, low, high = _band(runs, key)
             if not len(epochs):
                 continue
-            ax.plot(epochs, scale * mean, color=colour, marker=_marker(len(epochs)), label=label if len(runs) == 1 else f"{label} (n={len(runs)})")
+            ax.plot(epochs, scale * mean, color=colour, marker=_marker(len(epochs)),
+                    label=label if ax is acc_ax else None)
             if len(runs) > 1:
                 ax.fill_between(epochs, scale * low, scale * high, color=colour, alpha=0.2, linewidth=0)
+            if ax is cost_ax and np.any(mean > 0):
+                typical.append(float(np.median(mean[mean > 0])))
     acc_ax.set(title="validation accuracy", xlabel="epoch", ylabel="accuracy (%)")
-    cost_ax.set(title="training cost" if cost_key == "train_cost" else
-                "validation cost (training cost not monitored)", xlabel="epoch", ylabel="cost")
+    log = len(typical) > 1 and max(typical) > LOG_RATIO * min(typical)
+    cost_ax.set(title=cost_title, xlabel="epoch", ylabel="cost (log scale)" if log else "cost")
+    if log:
+        cost_ax.set_yscale("log")
     for ax in (acc_ax, cost_ax):
         _epoch_axis(ax)
     if acc_ax.get_legend_handles_labels()[0]:
-        acc_ax.legend(loc="lower right", fontsize=8 if len(curves) > 6 else 9,
-                      ncol=2 if len(curves) > 10 else 1)
-    fig.tight_layout()
+        fig.legend(*acc_ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
+                   fontsize=8 if len(curves) > 6 else 9, frameon=False)
     return fig
 
 

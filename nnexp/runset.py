@@ -35,10 +35,17 @@ class RunRecord:
     metrics: list[dict]
     status: Status
     values: dict[str, float | int | None]  # one per METRICS
+    sweep: str | None = None  # the name of the sweep directory the run is a point of, if any
 
     @property
     def name(self) -> str:
         return self.run.name
+
+    @property
+    def id(self) -> str:
+        """How to find the run again: its directory's name, or `sweep/point` for a sweep's
+        point (a point's name alone, `seed=1`, is in every sweep)."""
+        return f"{self.sweep}/{self.name}" if self.sweep else self.name
 
 
 def _values_from_metrics(metrics: list[dict]) -> dict:
@@ -77,7 +84,8 @@ def read_run(path: str | Path) -> RunRecord:
             # the run says it has no best epoch (it diverged in its first): no best figures
             values.update(best_epoch=None, best_validation_accuracy=None, test_accuracy=None)
     values = {k: _number(v) for k, v in values.items()}
-    return RunRecord(run, config, flatten(config), summary, metrics, status, values)
+    sweep = run.path.parent.name if is_sweep_dir(run.path.parent) else None
+    return RunRecord(run, config, flatten(config), summary, metrics, status, values, sweep)
 
 
 _GLOB_CHARS = set("*?[")

@@ -67,8 +67,8 @@ def test_comparison_plot_one_legend_entry_per_row_and_cost_panel_title(tmp_path)
     comparison, _ = cmp.compare([tmp_path])
     fig = plots.comparison_figure(cmp.curves(comparison))
     acc_ax, cost_ax = fig.axes
-    legend = [t.get_text() for t in acc_ax.get_legend().get_texts()]
-    assert len(legend) == 2 and any("(n=3)" in t for t in legend)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend, under both panels
+    assert len(legend) == 2 and any("[seeds 1, 2, 3]" in t for t in legend)
     assert len(acc_ax.collections) == 1  # one min-max band, for the group
     assert cost_ax.get_title() == "validation cost (training cost not monitored)"
     out = plots.plot_comparison(cmp.curves(comparison), tmp_path / "cmp.png")
