@@ -10,6 +10,7 @@ exit code 2; a run that failed (`RunFailed`) exits 1; Ctrl-C exits 130.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -500,7 +501,14 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
                   markup=False)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM (`kill PID`, a scheduler's stop) ends nnexp as Ctrl-C does: a run, or every
+    # point of a sweep, stops at its last completed epoch, resumable, and no worker is left
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

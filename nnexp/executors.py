@@ -9,17 +9,20 @@ happens through one callback, always called in the sweep's own process and threa
     ("epoch", point_id, (record, epochs))   one of its epochs ended (local executors)
     ("finished", point_id, Outcome)
 
-A point that diverges or fails returns an Outcome saying so; it never stops the others.
+A point that diverges or fails returns an Outcome saying so; it never stops the others, nor
+does a worker process that dies under its point. Ctrl-C or SIGTERM (KeyboardInterrupt in the
+sweep's process) stops every running point at its last completed epoch, its run directory in
+the sweep directory, before `run` re-raises it.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
 import multiprocessing
 import os
-import queue as queues
 import shutil
 import signal
 import socket
@@ -27,8 +30,8 @@ import sys
 import tarfile
 import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
+from multiprocessing import connection, resource_tracker
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -61,7 +64,7 @@ class Task:
 @dataclass(frozen=True)
 class Outcome:
     point: str
-    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED; LOST where a worker died
+    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED
     summary: dict | None
     error: str | None = None
     seconds: float = 0.0  # wall time of run_task, data loading included
@@ -200,40 +203,198 @@ def _thread_env(threads: int):
                 os.environ[var] = value
 
 
-_events = None  # a worker's queue to the sweep's process
+# A pool of its own rather than concurrent.futures': that one breaks as a whole when one worker
+# dies (every point, running or queued, comes back lost) and cannot say which point the dead
+# worker ran. Here each worker has a pipe of its own (no lock shared with the others that a
+# killed worker could leave held), asks for one point at a time, and a dead one is replaced.
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_pipe = None  # in a worker: its pipe to the sweep's process
+_in_point = False  # in a worker: a stop signal now stops the point it trains
+_sending = False  # ... but not in the middle of a message to the sweep's process
+_deferred = False  # a stop signal that came while sending
+_stop_next = False  # a stop signal that came between points: the next one does not start
 
 
-def _init_worker(events) -> None:
-    global _events
-    _events = events
-    signal.signal(signal.SIGINT, _interrupt_once)
+def _stop_point(signum, frame) -> None:
+    """A worker's SIGINT and SIGTERM: stop the point it trains at its last completed epoch.
+    A Ctrl-C at a terminal reaches every process of the group, and the sweep's process
+    forwards one too (for a signal sent to it alone): the second copy must not break off the
+    clean-up the first started, which writes the point's summary. A worker sent the signal
+    alone stops its point and goes on with the next."""
+    global _in_point, _deferred, _stop_next
+    if not _in_point:
+        _stop_next = True  # the sweep's process, stopping too, gives no next point
+    elif _sending:
+        _deferred = True
+    else:
+        _in_point = False
+        raise KeyboardInterrupt
 
 
-def _interrupt_once(signum, frame) -> None:
-    # Ctrl-C at a terminal reaches every process of the group, and the sweep's process also
-    # forwards it to its workers (for a SIGINT sent to it alone, as `kill -INT` or a scheduler
-    # does): the second copy must not break off the clean-up the first one started, which
-    # writes the point's summary
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-_stopping = False  # this worker saw Ctrl-C: the tasks still queued to it end at once
-
-
-def _pooled_task(task: Task) -> Outcome:
-    global _stopping
-    if _stopping:
-        return Outcome(task.point, Status.INTERRUPTED, None, "not started: the sweep was interrupted")
+def _send(event: Event) -> bool:
+    """Send an event to the sweep's process; False if it is gone. A stop signal that comes
+    meanwhile waits until the message is whole (half a message would break the pipe); a
+    sweep's process that is gone (killed) stops the point as an interruption does."""
+    global _sending, _deferred, _in_point
+    _sending = True
     try:
-        return run_task(task, _events.put)
-    except KeyboardInterrupt:  # the run directory says interrupted; so does the outcome
-        _stopping = True
-        return Outcome(task.point, Status.INTERRUPTED, None, "interrupted")
+        _pipe.send(event)
+        sent = True
+    except OSError:  # a broken pipe: nobody reads this worker's events any more
+        sent = False
+    finally:
+        _sending = False
+    if (_deferred or not sent) and _in_point:
+        _deferred = _in_point = False
+        raise KeyboardInterrupt
+    _deferred = False
+    return sent
+
+
+def _work(pipe) -> None:
+    """A pool worker: points one at a time, until the sweep's process says stop or is gone."""
+    global _pipe, _in_point, _stop_next
+    _pipe = pipe
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop_point)
+    if hasattr(signal, "pthread_sigmask"):  # held back by the sweep's process since this one started
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if not _send(("ready", "", None)):
+        return
+    while True:
+        try:
+            task = pipe.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            _in_point = True
+            if _stop_next:
+                raise KeyboardInterrupt
+            outcome = run_task(task, _send)
+        except KeyboardInterrupt:  # the run directory says interrupted; so does the outcome
+            outcome = Outcome(task.point, Status.INTERRUPTED, _summary_or_none(Run(task.run_dir)))
+        finally:
+            _in_point = _stop_next = False
+        if not _send(("finished", task.point, outcome)):
+            return
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """SIGINT and SIGTERM held back for the block (Ctrl-C then arrives after it): a message
+    half read from a worker's pipe or half written to it would break the pipe."""
+    if not hasattr(signal, "pthread_sigmask"):  # not on POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _start_held(process) -> None:
+    """Start `process` with SIGINT and SIGTERM held back until it sets its handlers: a Ctrl-C
+    while a worker imports NumPy would print a traceback. A process inherits the mask."""
+    if hasattr(signal, "pthread_sigmask"):
+        # spawn starts multiprocessing's resource tracker first, which unblocks both signals
+        # once it runs: start it before they are blocked
+        resource_tracker.ensure_running()
+    with _stop_signals_held():
+        process.start()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is None or exitcode >= 0:
+        return f"ended with exit code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    if -exitcode == getattr(signal, "SIGKILL", None):
+        return f"killed by {name} (as the out-of-memory killer does to a process that needs too much memory)"
+    return f"killed by {name}"
+
+
+def _worker_died(task: Task, exitcode: int | None) -> Outcome:
+    """A point whose worker process died under it is failed, in its run directory too: run
+    again it would most likely die again (the out-of-memory killer), so only --retry-failed
+    runs it again. Its completed epochs stay."""
+    error = f"the worker process training it was {_death(exitcode)}; its run directory keeps its completed epochs"
+    run = Run(task.run_dir)
+    summary = _summary_or_none(run)
+    if summary is not None:
+        summary = {**summary, "status": Status.FAILED}
+        with contextlib.suppress(UserError, OSError), run.lock():
+            run.write_summary(summary)
+            run.log(f"failed: {error}")
+    return Outcome(task.point, Status.FAILED, summary, error)
+
+
+class _Worker:
+    """One process of a LocalPool, and the point it trains (None while it has none)."""
+
+    def __init__(self, context, threads: int):
+        self.pipe, there = context.Pipe()
+        self.process = context.Process(target=_work, args=(there,), name="nnexp-worker")
+        self.task: Task | None = None
+        self.ready = False
+        # the variables cover thread pools made before run_task limits them (OpenMP's)
+        with _thread_env(threads):
+            _start_held(self.process)
+        there.close()
+
+    def give(self, task: Task) -> bool:
+        try:
+            with _stop_signals_held():
+                self.pipe.send(task)
+        except OSError:  # it died: the loop sees it
+            return False
+        self.task = task
+        return True
+
+    def receive(self, on_event: OnEvent) -> bool:
+        """Pass on what the worker sent; False once its pipe is closed (it died)."""
+        try:
+            while True:
+                with _stop_signals_held():
+                    if not self.pipe.poll():
+                        break
+                    kind, point, payload = self.pipe.recv()
+                if kind == "ready":
+                    self.ready = True
+                    continue
+                if kind == "finished":
+                    self.task = None
+                on_event((kind, point, payload))
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def close(self, wait: float) -> None:
+        """End the process: asked to, when it has no point, else at once."""
+        if self.process.pid is None:
+            return
+        if self.task is None:
+            with contextlib.suppress(OSError):
+                self.pipe.send(None)
+            self.process.join(wait)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.pipe.close()
 
 
 class LocalPool:
-    """N points at once on this machine, one process each."""
+    """N points at once on this machine, one process each. A worker killed mid-point (the
+    out-of-memory killer) fails that point and is replaced; a stop signal to one worker stops
+    its point only; Ctrl-C or SIGTERM to the sweep stops every point at its last epoch."""
+
+    MAX_FAILED_STARTS = 3  # workers that die before they are ready: the environment is broken
 
     def __init__(self, jobs: int, threads: int):
         self.jobs, self.threads = jobs, threads
@@ -241,45 +402,59 @@ class LocalPool:
 
     def run(self, tasks: list[Task], on_event: OnEvent) -> None:
         # spawn, not fork: torch and BLAS thread pools do not survive a fork, and a fresh
-        # process reads the thread counts set just below
+        # process reads the thread counts set for it
         context = multiprocessing.get_context("spawn")
-        events = context.Queue()
-
-        def drain():
-            while True:
-                try:
-                    on_event(events.get_nowait())
-                except queues.Empty:
-                    return
-
-        # the variables cover thread pools made before run_task limits them (OpenMP's)
-        with _thread_env(self.threads), ProcessPoolExecutor(
-                max_workers=min(self.jobs, len(tasks)) or 1, mp_context=context,
-                initializer=_init_worker, initargs=(events,)) as pool:
-            pending = {pool.submit(_pooled_task, task): task for task in tasks}
-            try:
-                while pending:
-                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    drain()
-                    for future in done:
-                        task = pending.pop(future)
-                        try:
-                            result = future.result()
-                        except Exception as exc:  # noqa: BLE001 - a worker process died (out of memory, killed)
-                            # "lost", not "failed": its run directory decides, and it resumes next time
-                            result = Outcome(task.point, Status.LOST, None, f"worker lost: {type(exc).__name__}")
-                        drain()
-                        on_event(("finished", task.point, result))
-            except KeyboardInterrupt:
-                # the workers end their points as interrupted and skip the rest; a Ctrl-C at a
-                # terminal reached them already, a SIGINT sent to this process alone did not
-                for worker in multiprocessing.active_children():
+        waiting = collections.deque(tasks)
+        workers: list[_Worker] = []
+        try:
+            for _ in range(min(self.jobs, len(tasks))):
+                workers.append(_Worker(context, self.threads))
+            self._serve(workers, waiting, on_event, context)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: no point starts any more, and each running one stops at its
+            # last completed epoch. A Ctrl-C at a terminal reached the workers already; a
+            # signal sent to this process alone did not, so it is passed on.
+            waiting.clear()
+            for worker in workers:
+                if worker.task is not None:
                     with contextlib.suppress(OSError):
-                        os.kill(worker.pid, signal.SIGINT)
-                pool.shutdown(wait=True, cancel_futures=True)
-                drain()
-                raise
-        events.close()
+                        os.kill(worker.process.pid, signal.SIGINT)
+            self._serve(workers, waiting, on_event, context)
+            raise
+        finally:  # a second Ctrl-C ends the workers still training at once: their points resume
+            deadline = time.monotonic() + 10
+            for worker in workers:
+                worker.close(max(0.0, deadline - time.monotonic()))
+
+    def _serve(self, workers: list[_Worker], waiting, on_event: OnEvent, context) -> None:
+        """Give out points and pass events on until no worker has a point left to finish."""
+        failed_starts = 0
+        while True:
+            for worker in workers:
+                if worker.ready and worker.task is None and waiting:
+                    if not worker.give(waiting[0]):
+                        continue
+                    waiting.popleft()
+            starting = [w for w in workers if not w.ready]
+            if not waiting and not any(w.task for w in workers):
+                return
+            watched = [w for w in workers if w.task is not None] + starting
+            connection.wait([w.pipe for w in watched] + [w.process.sentinel for w in watched], timeout=1.0)
+            for worker in list(workers):
+                dead = not worker.process.is_alive()  # first: what it wrote before dying is in the pipe
+                if worker.receive(on_event) and not dead:
+                    continue
+                workers.remove(worker)
+                worker.close(0)
+                if worker.task is not None:
+                    on_event(("finished", worker.task.point, _worker_died(worker.task, worker.process.exitcode)))
+                elif not worker.ready:
+                    failed_starts += 1
+                    if failed_starts >= self.MAX_FAILED_STARTS:
+                        raise NnexpError(f"the local pool's worker processes end as they start "
+                                         f"({_death(worker.process.exitcode)})")
+                if waiting:
+                    workers.append(_Worker(context, self.threads))
 
 
 # --- Ray --------------------------------------------------------------------------------------
