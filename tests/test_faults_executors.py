@@ -1,6 +1,8 @@
 """Where points run and how they stop, under real faults: a worker SIGKILLed (as the
 out-of-memory killer does) or sent SIGINT alone, SIGTERM to the sweep's process (a scheduler's
-stop) or to `nnexp train`, Ctrl-C while the workers start.
+stop) or to `nnexp train`, Ctrl-C while the workers start, and Ctrl-C or SIGTERM during a sweep on
+a real local Ray; a Ray cluster that cannot run a point or cannot be reached, another Ray on the
+machine, and a diverged point on Ray.
 
 Every test drives real `python -m nnexp` processes and real signals. A worker is found by the pid
 its run directory's `.lock` holds: the process that trains the point."""
@@ -9,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -221,3 +225,117 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if alive(pid)], "orphaned workers"
+
+
+# --- Ray --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short private folder for Ray's session files and the workers' scratch folders (Ray's
+    socket paths must stay short, and another Ray on the machine must not see this one)."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    path = Path(tempfile.mkdtemp(prefix="nx", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ray_env(ray_tmp: Path) -> dict:
+    return {"TMPDIR": str(ray_tmp), "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled"}
+
+
+def scratch_points(ray_tmp: Path, at_least: int, count: int):
+    """The Ray workers' scratch run directories with `at_least` epochs, or None."""
+    busy = [p for p in ray_tmp.glob("nnexp-*/*") if epochs_in(p) >= at_least]
+    return busy if len(busy) >= count else None
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_stopping_a_ray_sweep_brings_each_point_back_at_its_last_epoch(tmp_path, ray_tmp, stop):
+    runs = tmp_path / "runs"
+    proc = start("sweep", write_tiny(tmp_path, ENDLESS), "--grid", "training.eta=0.1,0.2",
+                 "--executor", "ray", "--jobs", "2", "--runs-dir", runs, env=ray_env(ray_tmp))
+    wait_for(proc, "two Ray points with 3 epochs", lambda: scratch_points(ray_tmp, 3, 2), timeout=240)
+    if stop == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    made = the_sweep(runs)
+    assert statuses(made) == {"eta=0.1": "interrupted", "eta=0.2": "interrupted"}
+    for point in (made / "eta=0.1", made / "eta=0.2"):
+        assert_stopped_at_an_epoch(point, 2)
+        assert str(ray_tmp) not in (point / "train.log").read_text(), "the log names the worker's scratch folder"
+    assert not list(ray_tmp.glob("nnexp-*")), "scratch folders left on the workers"
+
+
+HEAD = """
+import logging, os, sys
+import ray
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level=logging.ERROR)
+address = ray.get_runtime_context().gcs_address
+try:  # where `ray start --head` leaves its address, for ray.init() to join
+    ray._private.utils.write_ray_address(address)
+except AttributeError:
+    pass
+print(address, flush=True)
+sys.stdin.read()  # until the test is done with this cluster
+ray.shutdown()
+"""
+
+
+@pytest.fixture
+def other_ray(ray_tmp):
+    """A Ray cluster of one CPU already running on this machine; its address."""
+    head = subprocess.Popen([sys.executable, "-c", HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, **ray_env(ray_tmp)})
+    address = head.stdout.readline().strip()
+    try:
+        assert address, "the other Ray did not start"
+        yield address
+    finally:
+        head.stdin.close()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+
+
+def test_ray_beside_another_ray_and_a_diverged_point_names_its_sweep_folder(tmp_path, ray_tmp, other_ray):
+    """Without --address, a Ray of the sweep's own, though another runs (its address in the
+    environment and where `ray start` leaves it)."""
+    runs = tmp_path / "runs"
+    proc = start("sweep", write_tiny(tmp_path, 2), "--grid", "training.eta=0.5,1e9", "--set", "model.init=large",
+                 "--set", "model.layers.0.activation=linear", "--executor", "ray", "--jobs", "2",
+                 "--runs-dir", runs, env={**ray_env(ray_tmp), "RAY_ADDRESS": other_ray})
+    out, err = finish(proc, timeout=300)
+    assert "num_cpus" not in err, err
+    assert proc.returncode == 1, err
+    made = the_sweep(runs)
+    assert statuses(made) == {"eta=0.5": "completed", "eta=1000000000.0": "diverged"}
+    assert f"Run directory: {made / 'eta=1000000000.0'}" in err, err
+    assert str(ray_tmp) not in err and "nnexp-" not in err
+
+
+def test_threads_no_ray_node_has_is_a_one_line_error_before_anything_runs(tmp_path, ray_tmp, other_ray):
+    runs = tmp_path / "runs"
+    proc = start("sweep", write_tiny(tmp_path, 2), "--executor", "ray", "--address", other_ray,
+                 "--threads", "2", "--runs-dir", runs, env=ray_env(ray_tmp))
+    out, err = finish(proc, timeout=120)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --threads 2") and "no node" in lines[0], err
+    assert not runs.exists() or not list(runs.iterdir()), "a sweep folder was left behind"
+
+
+def test_an_unreachable_ray_leaves_no_sweep_folder(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    runs = tmp_path / "runs"
+    proc = start("sweep", write_tiny(tmp_path, 2), "--executor", "ray", "--address", "127.0.0.1:9",
+                 "--runs-dir", runs)
+    out, err = finish(proc, timeout=120)
+    assert proc.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:9" in err, err
+    assert not runs.exists() or not list(runs.iterdir()), "a sweep folder was left behind"
