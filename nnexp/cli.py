@@ -10,6 +10,7 @@ exit code 2; a run that failed (`RunFailed`) exits 1; Ctrl-C exits 130.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -269,12 +270,14 @@ def sweep(target: Annotated[Path, typer.Argument(
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
                             "--grid, --seeds, --set, --name and --resume do not apply")
         made = batch.open_sweep(target, data_dir, only)
-        _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
-                   rank=made.plan.kind == "search", only=only)
+        with chosen:
+            _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
+                       rank=made.plan.kind == "search", only=only)
         return
     plan = sweeps.plan_sweep(target, sets=sets, grid=grid or [], seeds=seeds, name=name)
-    made = batch.new_sweep(plan, runs_dir, data_dir, only=only, resume_dir=resume_dir)
-    _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
+    with chosen:  # a Ray cluster is reached, or refused, before a sweep directory is made
+        made = batch.new_sweep(plan, runs_dir, data_dir, only=only, resume_dir=resume_dir)
+        _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
 
 
 @command()
@@ -296,10 +299,11 @@ def search(config_path: ConfigArg,
     plan = batch.plan_search(config_path, _overrides(set_, backend=backend, device=device), sample, trials,
                              search_seed)
     print_trials(plan)
-    made = batch.new_search(plan, runs_dir, data_dir)
-    for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
-        err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
-    _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, threads=threads, rank=True)
+    with chosen:  # a Ray cluster is reached, or refused, before a sweep directory is made
+        made = batch.new_search(plan, runs_dir, data_dir)
+        for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
+            err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
+        _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, threads=threads, rank=True)
 
 
 @command()
@@ -503,7 +507,14 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
                   markup=False)
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM (`kill PID`, a scheduler's stop) ends nnexp as Ctrl-C does: a run, or every
+    # point of a sweep, stops at its last completed epoch, resumable, and no worker is left
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

@@ -9,26 +9,30 @@ happens through one callback, always called in the sweep's own process and threa
     ("epoch", point_id, (record, epochs))   one of its epochs ended (local executors)
     ("finished", point_id, Outcome)
 
-A point that diverges or fails returns an Outcome saying so; it never stops the others.
+A point that diverges or fails returns an Outcome saying so; it never stops the others, nor
+does a worker process that dies under its point. Ctrl-C or SIGTERM (KeyboardInterrupt in the
+sweep's process) stops every running point at its last completed epoch, its run directory in
+the sweep directory, before `run` re-raises it.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
 import multiprocessing
 import os
-import queue as queues
 import shutil
 import signal
 import socket
 import sys
 import tarfile
 import tempfile
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
+from multiprocessing import connection, resource_tracker
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -61,7 +65,7 @@ class Task:
 @dataclass(frozen=True)
 class Outcome:
     point: str
-    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED; LOST where a worker died
+    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED
     summary: dict | None
     error: str | None = None
     seconds: float = 0.0  # wall time of run_task, data loading included
@@ -167,7 +171,14 @@ def _summary_or_none(run) -> dict | None:
 
 
 class Executor(Protocol):
+    """Entered before a sweep directory is made (a Ray cluster is reached, or refused, then),
+    left when the sweep ends."""
+
     description: str
+
+    def __enter__(self) -> "Executor": ...
+
+    def __exit__(self, *exc) -> None: ...
 
     def run(self, tasks: list[Task], on_event: OnEvent) -> None: ...
 
@@ -178,6 +189,12 @@ class SerialExecutor:
     def __init__(self, threads: int):
         self.jobs = 1
         self.description = f"1 job in this process, {threads} thread{'s' * (threads > 1)}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
     def run(self, tasks: list[Task], on_event: OnEvent) -> None:
         for task in tasks:
@@ -200,97 +217,284 @@ def _thread_env(threads: int):
                 os.environ[var] = value
 
 
-_events = None  # a worker's queue to the sweep's process
+# A pool of its own rather than concurrent.futures': that one breaks as a whole when one worker
+# dies (every point, running or queued, comes back lost) and cannot say which point the dead
+# worker ran. Here each worker has a pipe of its own (no lock shared with the others that a
+# killed worker could leave held), asks for one point at a time, and a dead one is replaced.
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_pipe = None  # in a worker: its pipe to the sweep's process
+_in_point = False  # in a worker: a stop signal now stops the point it trains
+_sending = False  # ... but not in the middle of a message to the sweep's process
+_deferred = False  # a stop signal that came while sending
+_stop_next = False  # a stop signal that came between points: the next one does not start
 
 
-def _init_worker(events) -> None:
-    global _events
-    _events = events
-    signal.signal(signal.SIGINT, _interrupt_once)
+def _stop_point(signum, frame) -> None:
+    """A worker's SIGINT and SIGTERM: stop the point it trains at its last completed epoch.
+    A Ctrl-C at a terminal reaches every process of the group, and the sweep's process
+    forwards one too (for a signal sent to it alone): the second copy must not break off the
+    clean-up the first started, which writes the point's summary. A worker sent the signal
+    alone stops its point and goes on with the next."""
+    global _in_point, _deferred, _stop_next
+    if not _in_point:
+        _stop_next = True  # the sweep's process, stopping too, gives no next point
+    elif _sending:
+        _deferred = True
+    else:
+        _in_point = False
+        raise KeyboardInterrupt
 
 
-def _interrupt_once(signum, frame) -> None:
-    # Ctrl-C at a terminal reaches every process of the group, and the sweep's process also
-    # forwards it to its workers (for a SIGINT sent to it alone, as `kill -INT` or a scheduler
-    # does): the second copy must not break off the clean-up the first one started, which
-    # writes the point's summary
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-_stopping = False  # this worker saw Ctrl-C: the tasks still queued to it end at once
-
-
-def _pooled_task(task: Task) -> Outcome:
-    global _stopping
-    if _stopping:
-        return Outcome(task.point, Status.INTERRUPTED, None, "not started: the sweep was interrupted")
+def _send(event: Event) -> bool:
+    """Send an event to the sweep's process; False if it is gone. A stop signal that comes
+    meanwhile waits until the message is whole (half a message would break the pipe); a
+    sweep's process that is gone (killed) stops the point as an interruption does."""
+    global _sending, _deferred, _in_point
+    _sending = True
     try:
-        return run_task(task, _events.put)
-    except KeyboardInterrupt:  # the run directory says interrupted; so does the outcome
-        _stopping = True
-        return Outcome(task.point, Status.INTERRUPTED, None, "interrupted")
+        _pipe.send(event)
+        sent = True
+    except OSError:  # a broken pipe: nobody reads this worker's events any more
+        sent = False
+    finally:
+        _sending = False
+    if (_deferred or not sent) and _in_point:
+        _deferred = _in_point = False
+        raise KeyboardInterrupt
+    _deferred = False
+    return sent
+
+
+def _work(pipe) -> None:
+    """A pool worker: points one at a time, until the sweep's process says stop or is gone."""
+    global _pipe, _in_point, _stop_next
+    _pipe = pipe
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop_point)
+    if hasattr(signal, "pthread_sigmask"):  # held back by the sweep's process since this one started
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if not _send(("ready", "", None)):
+        return
+    while True:
+        try:
+            task = pipe.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            _in_point = True
+            if _stop_next:
+                raise KeyboardInterrupt
+            outcome = run_task(task, _send)
+        except KeyboardInterrupt:  # the run directory says interrupted; so does the outcome
+            outcome = Outcome(task.point, Status.INTERRUPTED, _summary_or_none(Run(task.run_dir)))
+        finally:
+            _in_point = _stop_next = False
+        if not _send(("finished", task.point, outcome)):
+            return
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """SIGINT and SIGTERM held back for the block (Ctrl-C then arrives after it): a message
+    half read from a worker's pipe or half written to it would break the pipe."""
+    if not hasattr(signal, "pthread_sigmask"):  # not on POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _start_held(process) -> None:
+    """Start `process` with SIGINT and SIGTERM held back until it sets its handlers: a Ctrl-C
+    while a worker imports NumPy would print a traceback. A process inherits the mask."""
+    if hasattr(signal, "pthread_sigmask"):
+        # spawn starts multiprocessing's resource tracker first, which unblocks both signals
+        # once it runs: start it before they are blocked
+        resource_tracker.ensure_running()
+    with _stop_signals_held():
+        process.start()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is None or exitcode >= 0:
+        return f"ended with exit code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    if -exitcode == getattr(signal, "SIGKILL", None):
+        return f"killed by {name} (as the out-of-memory killer does to a process that needs too much memory)"
+    return f"killed by {name}"
+
+
+def _worker_died(task: Task, exitcode: int | None) -> Outcome:
+    """A point whose worker process died under it is failed, in its run directory too: run
+    again it would most likely die again (the out-of-memory killer), so only --retry-failed
+    runs it again. Its completed epochs stay."""
+    error = f"the worker process training it was {_death(exitcode)}; its run directory keeps its completed epochs"
+    run = Run(task.run_dir)
+    summary = _summary_or_none(run)
+    if summary is not None:
+        summary = {**summary, "status": Status.FAILED}
+        with contextlib.suppress(UserError, OSError), run.lock():
+            run.write_summary(summary)
+            run.log(f"failed: {error}")
+    return Outcome(task.point, Status.FAILED, summary, error)
+
+
+class _Worker:
+    """One process of a LocalPool, and the point it trains (None while it has none)."""
+
+    def __init__(self, context, threads: int):
+        self.pipe, there = context.Pipe()
+        self.process = context.Process(target=_work, args=(there,), name="nnexp-worker")
+        self.task: Task | None = None
+        self.ready = False
+        # the variables cover thread pools made before run_task limits them (OpenMP's)
+        with _thread_env(threads):
+            _start_held(self.process)
+        there.close()
+
+    def give(self, task: Task) -> bool:
+        try:
+            with _stop_signals_held():
+                self.pipe.send(task)
+        except OSError:  # it died: the loop sees it
+            return False
+        self.task = task
+        return True
+
+    def receive(self, on_event: OnEvent) -> bool:
+        """Pass on what the worker sent; False once its pipe is closed (it died)."""
+        try:
+            while True:
+                with _stop_signals_held():
+                    if not self.pipe.poll():
+                        break
+                    kind, point, payload = self.pipe.recv()
+                if kind == "ready":
+                    self.ready = True
+                    continue
+                if kind == "finished":
+                    self.task = None
+                on_event((kind, point, payload))
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def close(self, wait: float) -> None:
+        """End the process: asked to, when it has no point, else at once."""
+        if self.process.pid is None:
+            return
+        if self.task is None:
+            with contextlib.suppress(OSError):
+                self.pipe.send(None)
+            self.process.join(wait)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.pipe.close()
 
 
 class LocalPool:
-    """N points at once on this machine, one process each."""
+    """N points at once on this machine, one process each. A worker killed mid-point (the
+    out-of-memory killer) fails that point and is replaced; a stop signal to one worker stops
+    its point only; Ctrl-C or SIGTERM to the sweep stops every point at its last epoch."""
+
+    MAX_FAILED_STARTS = 3  # workers that die before they are ready: the environment is broken
 
     def __init__(self, jobs: int, threads: int):
         self.jobs, self.threads = jobs, threads
         self.description = f"{jobs} local processes, {self.threads} thread{'s' * (self.threads > 1)} each"
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
     def run(self, tasks: list[Task], on_event: OnEvent) -> None:
         # spawn, not fork: torch and BLAS thread pools do not survive a fork, and a fresh
-        # process reads the thread counts set just below
+        # process reads the thread counts set for it
         context = multiprocessing.get_context("spawn")
-        events = context.Queue()
-
-        def drain():
-            while True:
-                try:
-                    on_event(events.get_nowait())
-                except queues.Empty:
-                    return
-
-        # the variables cover thread pools made before run_task limits them (OpenMP's)
-        with _thread_env(self.threads), ProcessPoolExecutor(
-                max_workers=min(self.jobs, len(tasks)) or 1, mp_context=context,
-                initializer=_init_worker, initargs=(events,)) as pool:
-            pending = {pool.submit(_pooled_task, task): task for task in tasks}
-            try:
-                while pending:
-                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    drain()
-                    for future in done:
-                        task = pending.pop(future)
-                        try:
-                            result = future.result()
-                        except Exception as exc:  # noqa: BLE001 - a worker process died (out of memory, killed)
-                            # "lost", not "failed": its run directory decides, and it resumes next time
-                            result = Outcome(task.point, Status.LOST, None, f"worker lost: {type(exc).__name__}")
-                        drain()
-                        on_event(("finished", task.point, result))
-            except KeyboardInterrupt:
-                # the workers end their points as interrupted and skip the rest; a Ctrl-C at a
-                # terminal reached them already, a SIGINT sent to this process alone did not
-                for worker in multiprocessing.active_children():
+        waiting = collections.deque(tasks)
+        workers: list[_Worker] = []
+        try:
+            for _ in range(min(self.jobs, len(tasks))):
+                workers.append(_Worker(context, self.threads))
+            self._serve(workers, waiting, on_event, context)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: no point starts any more, and each running one stops at its
+            # last completed epoch. A Ctrl-C at a terminal reached the workers already; a
+            # signal sent to this process alone did not, so it is passed on.
+            waiting.clear()
+            for worker in workers:
+                if worker.task is not None:
                     with contextlib.suppress(OSError):
-                        os.kill(worker.pid, signal.SIGINT)
-                pool.shutdown(wait=True, cancel_futures=True)
-                drain()
-                raise
-        events.close()
+                        os.kill(worker.process.pid, signal.SIGINT)
+            self._serve(workers, waiting, on_event, context)
+            raise
+        finally:  # a second Ctrl-C ends the workers still training at once: their points resume
+            deadline = time.monotonic() + 10
+            for worker in workers:
+                worker.close(max(0.0, deadline - time.monotonic()))
+
+    def _serve(self, workers: list[_Worker], waiting, on_event: OnEvent, context) -> None:
+        """Give out points and pass events on until no worker has a point left to finish."""
+        failed_starts = 0
+        while True:
+            for worker in workers:
+                if worker.ready and worker.task is None and waiting:
+                    if not worker.give(waiting[0]):
+                        continue
+                    waiting.popleft()
+            starting = [w for w in workers if not w.ready]
+            if not waiting and not any(w.task for w in workers):
+                return
+            watched = [w for w in workers if w.task is not None] + starting
+            connection.wait([w.pipe for w in watched] + [w.process.sentinel for w in watched], timeout=1.0)
+            for worker in list(workers):
+                dead = not worker.process.is_alive()  # first: what it wrote before dying is in the pipe
+                if worker.receive(on_event) and not dead:
+                    continue
+                workers.remove(worker)
+                worker.close(0)
+                if worker.task is not None:
+                    on_event(("finished", worker.task.point, _worker_died(worker.task, worker.process.exitcode)))
+                elif not worker.ready:
+                    failed_starts += 1
+                    if failed_starts >= self.MAX_FAILED_STARTS:
+                        raise NnexpError(f"the local pool's worker processes end as they start "
+                                         f"({_death(worker.process.exitcode)})")
+                if waiting:
+                    workers.append(_Worker(context, self.threads))
 
 
 # --- Ray --------------------------------------------------------------------------------------
 
 
-def pack_dir(path: Path) -> bytes:
-    """A directory as gzip'd tar bytes (a run directory travelling to or from a Ray worker)."""
+def pack_dir(path: Path, moved: tuple[str, str] | None = None) -> bytes:
+    """A directory as gzip'd tar bytes (a run directory travelling to or from a Ray worker).
+    With `moved` (old path, new path), train.log names the run directory by its new path: a
+    Ray worker's scratch folder is not where the run lives."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for child in sorted(path.iterdir()):
-            if child.name != ".lock":
+            if child.name == ".lock":
+                continue
+            if moved is not None and child.name == "train.log":
+                text = child.read_bytes().replace(moved[0].encode(), moved[1].encode())
+                info = tar.gettarinfo(str(child), arcname=child.name)
+                info.size = len(text)
+                tar.addfile(info, io.BytesIO(text))
+            else:
                 tar.add(child, arcname=child.name)
     return buf.getvalue()
 
@@ -316,14 +520,22 @@ def unpack_dir(data: bytes, path: Path) -> None:
 
 def _ray_point(task: Task, archive: bytes | None) -> tuple[Outcome, bytes]:
     """On a Ray worker: the point's run directory arrives as bytes (empty, or as far as it
-    got), is brought as far as it goes in a scratch directory, and goes back as bytes."""
+    got), is brought as far as it goes in a scratch directory, and goes back as bytes. A
+    stopped sweep cancels the task (Ray raises KeyboardInterrupt in it): the point stops at
+    its last completed epoch and goes back as far as it got."""
     with tempfile.TemporaryDirectory(prefix="nnexp-") as scratch:
         run_dir = Path(scratch) / task.point
         run_dir.mkdir()
         if archive:
             unpack_dir(archive, run_dir)
-        outcome = run_task(replace(task, run_dir=str(run_dir)))
-        return outcome, pack_dir(run_dir)
+        try:
+            outcome = run_task(replace(task, run_dir=str(run_dir)))
+        except KeyboardInterrupt:  # the run directory says interrupted; so does the outcome
+            outcome = Outcome(task.point, Status.INTERRUPTED, _summary_or_none(Run(run_dir)))
+        # messages name the point's run directory in the sweep, not this folder, gone soon
+        moved = (str(run_dir), task.run_dir)
+        error = outcome.error.replace(*moved) if outcome.error else outcome.error
+        return replace(outcome, error=error), pack_dir(run_dir, moved)
 
 
 class RayExecutor:
@@ -332,7 +544,8 @@ class RayExecutor:
     Workers need not share a file system with this machine: a task takes the point's run
     directory with it and returns it finished, and it lands in the sweep directory here. A
     worker lost mid-run is retried by Ray (`max_retries`) from the run directory as this
-    machine last had it. Live epochs are not reported from Ray workers."""
+    machine last had it. Ctrl-C or SIGTERM stops every running point at its last completed
+    epoch and brings its run directory back. Live epochs are not reported from Ray workers."""
 
     def __init__(self, address: str | None, jobs: int | None, threads: int, retries: int = 2):
         try:
@@ -341,22 +554,35 @@ class RayExecutor:
             raise UserError('the ray executor needs Ray: pip install -e ".[ray]"') from None
         self.ray, self.address, self.threads, self.retries = ray, address, threads, retries
         self.jobs = jobs  # a local Ray gets jobs * threads CPUs; a cluster has its own
+        self.started_here = False
         where = f"Ray at {address}" if address else "a local Ray started for this sweep"
         self.description = f"{where}, {threads} CPU{'s' * (threads > 1)} per point"
 
-    def run(self, tasks: list[Task], on_event: OnEvent) -> None:
-        ray = self.ray
-        started_here = not ray.is_initialized()
-        if started_here:
+    def __enter__(self):
+        """Reach the cluster (or start the local Ray) and check that it can run a point."""
+        if not self.ray.is_initialized():
             self._connect()
+            self.started_here = True
         try:
+            self._check_fits()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.started_here:
+            self.started_here = False
+            self.ray.shutdown()
+
+    def run(self, tasks: list[Task], on_event: OnEvent) -> None:
+        with contextlib.ExitStack() as stack:
+            if not self.ray.is_initialized():
+                stack.enter_context(self)
             # Ray's driver prints worker notices ("(raylet) ...") to stdout, which is the
             # sweep directory's alone (SWEEP=$(nnexp sweep ...)): send them to stderr.
-            with contextlib.redirect_stdout(sys.stderr):
-                self._run(tasks, on_event)
-        finally:
-            if started_here:
-                ray.shutdown()
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+            self._run(tasks, on_event)
 
     def _connect(self) -> None:
         ray, env = self.ray, {var: str(self.threads) for var in THREAD_VARS}
@@ -371,46 +597,81 @@ class RayExecutor:
             except (OSError, ValueError) as exc:
                 raise UserError(f"cannot reach the Ray cluster at {self.address}: "
                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+        # ray.init makes SIGTERM end this process at once; nnexp's own handler stops every
+        # point at its last epoch instead, as Ctrl-C does
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+            # "local": a Ray of its own even where another runs on this machine (without an
+            # address, Ray joins that one, and refuses num_cpus)
+            ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, runtime_env={"env_vars": env},
                      **({} if self.address else {"num_cpus": (self.jobs or available_cpus()) * self.threads}))
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()
             raise UserError(f"cannot start or reach Ray ({self.address or 'local'}): "
                             f"{first[0] if first else type(exc).__name__}") from None
+        finally:
+            if sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)
+
+    def _check_fits(self) -> None:
+        """A point asks for --threads CPUs: where no node has as many, Ray would keep it
+        waiting for ever (its warning about that is silenced here)."""
+        nodes = [node for node in self.ray.nodes() if node.get("Alive")]
+        most = max((node.get("Resources", {}).get("CPU", 0) for node in nodes), default=0)
+        if self.threads > most:
+            raise UserError(f"--threads {self.threads}: each point asks for {self.threads} CPUs, and no node "
+                            f"of the Ray cluster at {self.address or 'local'} has that many (the largest "
+                            f"has {most:g}); use --threads {max(1, int(most))} or fewer")
 
     def _run(self, tasks: list[Task], on_event: OnEvent) -> None:
         ray = self.ray
         remote = ray.remote(_ray_point)
         pending = {}
-        for task in tasks:
-            gpus = 1 if task.config["device"] == "cuda" else 0
-            options = remote.options(num_cpus=self.threads, num_gpus=gpus, max_retries=self.retries)
-            path = Path(task.run_dir)
-            archive = pack_dir(path) if path.is_dir() and any(path.iterdir()) else None
-            pending[options.remote(task, archive)] = task
-            on_event(("started", task.point, None))
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-            for ref in done:
-                task = pending.pop(ref)
-                on_event(("finished", task.point, self._collect(ref, task)))
+        try:
+            for task in tasks:
+                gpus = 1 if task.config["device"] == "cuda" else 0
+                options = remote.options(num_cpus=self.threads, num_gpus=gpus, max_retries=self.retries)
+                path = Path(task.run_dir)
+                archive = pack_dir(path) if path.is_dir() and any(path.iterdir()) else None
+                pending[options.remote(task, archive)] = task
+                on_event(("started", task.point, None))
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for ref in done:
+                    task = pending.pop(ref)
+                    on_event(("finished", task.point, self._collect(ref, task)))
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: Ray raises KeyboardInterrupt in each running task, which
+            # stops its point at the last completed epoch and returns its run directory;
+            # a task not started yet is dropped, its point still to run
+            for ref in pending:
+                ray.cancel(ref)
+            for ref, task in pending.items():
+                outcome = self._collect(ref, task)
+                if outcome is not None:
+                    on_event(("finished", task.point, outcome))
+            raise
 
-    def _collect(self, ref, task: Task) -> Outcome:
+    def _collect(self, ref, task: Task) -> Outcome | None:
+        """The task's outcome, its run directory unpacked into the sweep; None for a task
+        cancelled before it started."""
         try:
             outcome, archive = self.ray.get(ref)
+        except self.ray.exceptions.TaskCancelledError:
+            return None
         except Exception as exc:  # noqa: BLE001 - a task that failed on Ray, retries spent
             cause = getattr(exc, "cause", None) or exc  # a RayTaskError's str has colours and a traceback
             text = str(cause).strip().splitlines()
             return Outcome(task.point, Status.FAILED, None,
                            f"on Ray: {type(cause).__name__}: {text[-1] if text else ''}".rstrip(": "))
         path = Path(task.run_dir)
-        unpack_dir(archive, path)
         summary = outcome.summary
-        if summary is not None:  # it names the worker's scratch directory: name this one
-            summary = {**summary, "run_dir": str(path)}
-            Run(path).write_summary(summary)
+        with _stop_signals_held():  # a Ctrl-C between its two renames would leave no point directory
+            unpack_dir(archive, path)
+            if summary is not None:  # it names the worker's scratch directory: name this one
+                summary = {**summary, "run_dir": str(path)}
+                Run(path).write_summary(summary)
         return replace(outcome, summary=summary)
 
 
