@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nnexp import search as searching
+from nnexp import tblog
 from nnexp.errors import ConfigError, RunDirError, RunFailed, UserError
 from nnexp.executors import Executor, Task, keep_datasets
 from nnexp.lifecycle import Intent
@@ -125,12 +126,18 @@ def check_points(plan: Plan, data_dir=None, *, skip_ruled_out: bool = False,
 
 
 def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = False, threads: int = 1,
-          only: list[str] | None = None):
+          only: list[str] | None = None, tensorboard: bool = False):
     """The points still to run (of those `only` selects), as executor tasks, and each selected
     point's status before running. Their configs are resolved here, so a bad one fails
     before any point trains. Nothing is written: `run` does that, holding the sweep. A final
     point is skipped; a diverged, failed or damaged one is run again from scratch with
-    `retry_failed`."""
+    `retry_failed`. With `tensorboard` (or once a sweep was run with it: the manifest keeps it),
+    points write TensorBoard event files."""
+    if tensorboard:
+        sweep.plan.spec["tensorboard"] = True  # saved with the manifest by `run`
+    live = bool(sweep.plan.spec.get("tensorboard"))
+    tblog.require(live)
+    hparams = tblog.sweep_hparams(sweep.plan) if live else {}
     todo, before = [], {}
     intent = Intent.RETRY if retry_failed else Intent.CONTINUE
     points = selected(sweep.plan, only)
@@ -140,7 +147,7 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
         if status in FINAL and not (status in RETRYABLE and retry_failed):
             continue
         todo.append(Task(point.id, configs[point.id], str(sweep.run_path(point)),
-                         str(data_dir) if data_dir else None, intent, threads))
+                         str(data_dir) if data_dir else None, intent, threads, live, hparams.get(point.id)))
     return todo, before
 
 

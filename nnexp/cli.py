@@ -20,7 +20,7 @@ import typer.core
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from nnexp import __version__, batch, executors, lifecycle
+from nnexp import __version__, batch, executors, lifecycle, tblog
 from nnexp import backends as registry
 from nnexp import compare as cmp
 from nnexp import config as configs
@@ -57,7 +57,11 @@ class OneLineErrors(TyperGroup):
             ctx = getattr(exc, "ctx", None)
             if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `nnexp`: typer printed the help
                 sys.exit(0)
-            where = f"nnexp {ctx.info_name} --help" if ctx is not None and ctx.parent else "nnexp --help"
+            names = []  # the command's words below `nnexp`: `export tensorboard` for a sub-command's
+            while ctx is not None and ctx.parent is not None:
+                names.insert(0, ctx.info_name)
+                ctx = ctx.parent
+            where = " ".join(["nnexp", *names, "--help"])
             err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see: {where})", markup=True)
             sys.exit(getattr(exc, "exit_code", 2))
         sys.exit(code if isinstance(code, int) else 0)
@@ -116,6 +120,9 @@ TimeLimitOpt = Annotated[Optional[float], typer.Option(
     "--time-limit", metavar="MINUTES", min=0.0,
     help="Pause the run, resumable, before an epoch that would end after this many minutes "
          "(a cluster job's or a GPU lease's wall time).")]
+TensorBoardOpt = Annotated[bool, typer.Option(
+    "--tensorboard", help="Also write TensorBoard event files into each run directory as epochs end "
+                          "(watch with: tensorboard --logdir runs); needs the tensorboard extra.")]
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
 RunArg = Annotated[Path, typer.Argument(help="A run directory.", show_default=False)]
 AssignArg = Annotated[Optional[list[str]], typer.Argument(
@@ -141,8 +148,9 @@ def _users_path(filename) -> str:
     return str(path.with_name(target)) if target else str(path)
 
 
-def command(*args, **kwargs):
-    """`app.command`, plus the one place where domain errors become messages and exit codes."""
+def command(*args, on: typer.Typer | None = None, **kwargs):
+    """`app.command` (or `on`'s, a sub-command's), plus the one place where domain errors
+    become messages and exit codes."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -160,7 +168,7 @@ def command(*args, **kwargs):
                 err.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}", markup=True)
                 raise typer.Exit(1) from None
 
-        return app.command(*args, **kwargs)(wrapper)
+        return (on or app).command(*args, **kwargs)(wrapper)
 
     return decorate
 
@@ -175,11 +183,13 @@ def _load_config(path: Path, overrides: list[str] | None, **sugar) -> dict:
     return configs.load(path, _overrides(overrides, **sugar))
 
 
-def _execute(exp, run, intent: Intent, time_limit: float | None) -> None:
+def _execute(exp, run, intent: Intent, time_limit: float | None, tensorboard: bool = False) -> None:
     """The one call every training command makes (`lifecycle.execute`), with its progress
-    shown; then its outcome and the run directory. Ctrl-C says how to resume."""
+    shown (and with `tensorboard` written as event files); then its outcome and the run
+    directory. Ctrl-C says how to resume."""
     try:
-        with epoch_reporter(run, exp.config["training"]["epochs"]) as reporter:
+        with epoch_reporter(run, exp.config["training"]["epochs"]) as shown, \
+                tblog.live(run, shown, tensorboard) as reporter:
             summary = lifecycle.execute(exp, run, intent, reporter, deadline=lifecycle.deadline_after(time_limit))
     except KeyboardInterrupt:
         err.print(f"interrupted; everything up to the last completed epoch is saved. "
@@ -195,15 +205,16 @@ def _execute(exp, run, intent: Intent, time_limit: float | None) -> None:
 def train(config_path: ConfigArg, assignments: AssignArg = None, set_: SetOpt = None, backend: BackendOpt = None,
           device: DeviceOpt = None, seed: SeedOpt = None, deterministic: DeterministicOpt = None,
           data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
-          time_limit: TimeLimitOpt = None) -> None:
+          time_limit: TimeLimitOpt = None, tensorboard: TensorBoardOpt = False) -> None:
     """Train the network a config describes; prints the new run directory."""
+    tblog.require(tensorboard)
     cfg = _load_config(config_path, [*_assignments(assignments), *(set_ or [])], backend=backend,
                        device=device, seed=seed, deterministic="true" if deterministic else None)
     exp, run = lifecycle.new_run(cfg, runs_dir, data_dir)
     err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "
               f"{exp.spec.n_params:,} parameters, {len(exp.dataset.train.y):,} training images)")
     print_reference_dropped(cfg)
-    _execute(exp, run, Intent.START, time_limit)
+    _execute(exp, run, Intent.START, time_limit, tensorboard)
 
 
 ExecutorOpt = Annotated[str, typer.Option(help="local (processes on this machine) | ray.")]
@@ -218,9 +229,10 @@ ThreadsOpt = Annotated[int, typer.Option(
 
 
 def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, rank: bool = False,
-               only: list[str] | None = None) -> None:
+               only: list[str] | None = None, tensorboard: bool = False) -> None:
     """Run a sweep's remaining points, show them, print its table; exit 1 unless all completed."""
-    todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
+    todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only,
+                               tensorboard=tensorboard)
     skipped = len(before) - len(todo)
     chosen = f" ({len(before)} selected by --only)" if only else ""
     err.print(f"sweep {sweep.path}: {plural(len(sweep.plan.points), 'point')}{chosen}"
@@ -259,10 +271,12 @@ def sweep(target: Annotated[Path, typer.Argument(
           retry_failed: RetryOpt = False,
           only: Annotated[Optional[list[str]], typer.Option(
               metavar="GLOB", help="Run only the points whose ids match (repeatable), e.g. "
-                                   "'conv2_relu,*'; the others stay planned.")] = None) -> None:
+                                   "'conv2_relu,*'; the others stay planned.")] = None,
+          tensorboard: TensorBoardOpt = False) -> None:
     """Many runs as one experiment: a grid of config values x seeds, run in parallel; prints the sweep directory.
 
-    Running it again (`nnexp sweep DIR`) continues it."""
+    Running it again (`nnexp sweep DIR`) continues it, with --tensorboard if it had it."""
+    tblog.require(tensorboard)
     chosen = executors.make_executor(executor, jobs, address, threads)
     sets = _overrides(set_, backend=backend, device=device)
     if is_sweep_dir(target):
@@ -272,12 +286,13 @@ def sweep(target: Annotated[Path, typer.Argument(
         made = batch.open_sweep(target, data_dir, only)
         with chosen:
             _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
-                       rank=made.plan.kind == "search", only=only)
+                       rank=made.plan.kind == "search", only=only, tensorboard=tensorboard)
         return
     plan = sweeps.plan_sweep(target, sets=sets, grid=grid or [], seeds=seeds, name=name)
     with chosen:  # a Ray cluster is reached, or refused, before a sweep directory is made
         made = batch.new_sweep(plan, runs_dir, data_dir, only=only, resume_dir=resume_dir)
-        _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
+        _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only,
+                   tensorboard=tensorboard)
 
 
 @command()
@@ -291,10 +306,11 @@ def search(config_path: ConfigArg,
            jobs: JobsOpt = None, threads: ThreadsOpt = 1, executor: ExecutorOpt = "local",
            address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
            device: DeviceOpt = None, data_dir: DataDirOpt = None,
-           runs_dir: RunsDirOpt = Path("runs")) -> None:
+           runs_dir: RunsDirOpt = Path("runs"), tensorboard: TensorBoardOpt = False) -> None:
     """Random hyper-parameter search: a sweep whose points are random draws, ranked by validation accuracy; prints the sweep directory.
 
     `nnexp sweep DIR` continues it."""
+    tblog.require(tensorboard)
     chosen = executors.make_executor(executor, jobs, address, threads)
     plan = batch.plan_search(config_path, _overrides(set_, backend=backend, device=device), sample, trials,
                              search_seed)
@@ -303,7 +319,8 @@ def search(config_path: ConfigArg,
         made = batch.new_search(plan, runs_dir, data_dir)
         for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
             err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
-        _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, threads=threads, rank=True)
+        _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, threads=threads, rank=True,
+                   tensorboard=tensorboard)
 
 
 @command()
@@ -311,8 +328,10 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
            set_: Annotated[Optional[list[str]], typer.Option(
                "--set", "-s", metavar="KEY.PATH=VALUE",
                help="Extend the run: training.epochs=N or training.early_stopping.patience=N; "
-                    "no other key can change a run's past.")] = None) -> None:
+                    "no other key can change a run's past.")] = None,
+           tensorboard: TensorBoardOpt = False) -> None:
     """Continue an interrupted run from its last completed epoch, or extend a completed one."""
+    tblog.require(tensorboard)
     run = Run.open(run_dir)
     intent, cfg = lifecycle.resume_intent(run, set_ or [])
     if intent is None:
@@ -321,7 +340,7 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
         out.print(str(run.path))
         return
     exp = prepare(cfg, data_dir=data_dir)
-    _execute(exp, run, intent, time_limit)  # config.yaml says the new setting once it starts
+    _execute(exp, run, intent, time_limit, tensorboard)  # config.yaml says the new setting once it starts
 
 
 @command("show-config")
@@ -509,6 +528,28 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
 
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+# --- export: runs in other tools' formats ------------------------------------------------------
+
+export_app = typer.Typer(name="export", no_args_is_help=True,
+                         help="Write runs in another tool's format (TensorBoard event files).")
+app.add_typer(export_app)
+
+
+@command("tensorboard", on=export_app)
+def export_tensorboard(runs: RunsArg, out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", show_default=False,
+        help="Directory to write: a sub-directory per run (a sweep's point as SWEEP/POINT); "
+             "an earlier export of a run there is replaced.")]) -> None:
+    """TensorBoard event files for runs and sweeps: per-epoch scalars, HParams, status; prints DIR.
+
+    Then: tensorboard --logdir DIR"""
+    written, warnings = tblog.export(runs, out_dir)
+    print_warnings(warnings)
+    err.print(f"{len(written)} run{'s' * (len(written) != 1)} written; view with: tensorboard --logdir {out_dir}",
+              markup=False)
+    out.print(str(out_dir), markup=False)
 
 
 def main() -> None:

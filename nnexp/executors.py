@@ -38,6 +38,7 @@ from typing import Callable, Protocol
 
 from threadpoolctl import threadpool_limits
 
+from nnexp import tblog
 from nnexp.errors import NnexpError, RunFailed, UserError
 from nnexp.lifecycle import Intent, execute
 from nnexp.runs import Run, Status
@@ -60,6 +61,8 @@ class Task:
     data_dir: str | None = None
     intent: Intent = Intent.CONTINUE  # RETRY starts diverged and failed points over
     threads: int = 1  # BLAS and torch threads for this point
+    tensorboard: bool = False  # also write RUN/tensorboard/ event files as epochs end (tblog)
+    hparams: dict | None = None  # what TensorBoard's HParams records for the point (tblog.sweep_hparams)
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
         torch_threads = _torch_threads(task.threads)  # the backend has imported torch by now
         run = Run.at(task.run_dir)
         reporter = _EpochReporter(task.point, task.config["training"]["epochs"], send)
-        summary = execute(exp, run, task.intent, reporter)
+        with tblog.live(run, reporter, task.tensorboard, task.hparams) as reporter:
+            summary = execute(exp, run, task.intent, reporter)
         return outcome(summary["status"], summary)
     except RunFailed as exc:  # it diverged: its run directory says so too
         return outcome(Status.DIVERGED, _summary_or_none(run), str(exc))

@@ -8,6 +8,7 @@
       train.log            the plain per-epoch lines the command printed
       checkpoints/best.npz parameters at the best-validation epoch
       checkpoints/last.npz parameters + optimiser/RNG/loop state after the last epoch
+      tensorboard/         TensorBoard event files (--tensorboard), rewritten from metrics.jsonl
       .lock                held (flock; filelock where fcntl is missing) by the process training the run
 
 Directories are created with one atomic mkdir, so two runs started at the same moment never
@@ -563,6 +564,11 @@ class Run:
                     child.unlink(missing_ok=True)
                     removed.append(child)
         return removed
+
+    def events_dir(self) -> Path:
+        """Where `--tensorboard` writes the run's TensorBoard event files (`tblog`): derived
+        from metrics.jsonl, so they may be rewritten from it at any time."""
+        return self.path / "tensorboard"
 
     # --- checkpoints --------------------------------------------------------------------------
 
