@@ -34,9 +34,10 @@ from nnexp.gradcheck import EPS, TOLERANCE
 from nnexp.gradcheck import gradcheck as run_check
 from nnexp.lifecycle import Intent
 from nnexp.network import build_spec
-from nnexp.render import (SweepDisplay, backends_table, ensemble_table, epoch_reporter, err, gradcheck_table, out,
-                          plural, print_outcome, print_reference_dropped, print_sweep_table, print_table,
-                          print_trials, print_warnings, render, table_width)
+from nnexp.progress import (SweepDisplay, epoch_reporter, print_outcome, print_reference_dropped, print_sweep_table,
+                            print_trials)
+from nnexp.render import (backends_table, ensemble_table, err, gradcheck_table, out, plural, print_table,
+                          print_warnings, render, table_width)
 from nnexp.runs import Run, is_sweep_dir
 from nnexp.training import prepare
 
