@@ -208,25 +208,46 @@ JobsOpt = Annotated[Optional[int], typer.Option(
     "--jobs", "-j", min=1, help="Points run at once (default: this machine's cores).")]
 AddressOpt = Annotated[Optional[str], typer.Option(
     help="The Ray cluster to use (--executor ray; default: start a local Ray for the sweep).")]
-RetryOpt = Annotated[bool, typer.Option("--retry-failed", help="Run diverged and failed points again.")]
-ThreadsOpt = Annotated[int, typer.Option(
-    min=1, help="BLAS/torch threads per point. A point's metrics are identical under every "
-                "executor and --jobs at the same --threads.")]
+RetryOpt = Annotated[bool, typer.Option(
+    "--retry-failed", help="Start diverged, damaged and failed points afresh, their old run directories "
+                           "moved aside (.diverged-..., never deleted); a failed point with a last "
+                           "checkpoint is continued from it anyway.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    min=1, show_default=False,
+    help="BLAS/torch threads per point (default 1; a continued sweep: those it was started with). "
+         "A point's metrics are identical under every executor and --jobs at the same --threads.")]
 
 
-def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, rank: bool = False,
-               only: list[str] | None = None) -> None:
-    """Run a sweep's remaining points, show them, print its table; exit 1 unless all completed."""
-    todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
+def _threads_note(sweep, asked: int | None, continuing: bool) -> str:
+    """What the first line says about a continued sweep's threads, which its points' metrics depend on."""
+    if not continuing:
+        return ""
+    if asked is None:
+        return (" (as the sweep was started; --threads T to change)" if sweep.threads is not None
+                else " (its sweep.json records none)")
+    if sweep.threads is not None and asked != sweep.threads:
+        return f" (--threads {asked}; the sweep was started with {sweep.threads})"
+    return ""
+
+
+def _run_sweep(sweep, executor: str, jobs: int | None, address: str | None, *, data_dir, retry_failed: bool,
+               threads: int | None, continuing: bool, rank: bool = False, only: list[str] | None = None) -> None:
+    """Run a sweep's remaining points, show them, print its table; exit 1 unless all completed.
+    A sweep continues with the threads it was started with unless `threads` says otherwise."""
+    note = _threads_note(sweep, threads, continuing)
+    sweep.threads = threads or sweep.threads or 1
+    chosen = executors.make_executor(executor, jobs, address, sweep.threads)
+    todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=sweep.threads,
+                               only=only)
     skipped = len(before) - len(todo)
-    chosen = f" ({len(before)} selected by --only)" if only else ""
-    err.print(f"sweep {sweep.path}: {len(sweep.plan.points)} points{chosen}"
+    selected = f" ({len(before)} selected by --only)" if only else ""
+    err.print(f"sweep {sweep.path}: {len(sweep.plan.points)} points{selected}"
               + (f", {skipped} already done or not retried" if skipped else "")
-              + f"; {executor.description}", markup=False)
-    parallel = getattr(executor, "jobs", None) or len(todo)
+              + f"; {chosen.description}{note}", markup=False)
+    parallel = getattr(chosen, "jobs", None) or len(todo)
     try:
         with SweepDisplay(len(before), todo, before, parallel) as display:
-            statuses = batch.run(sweep, executor, todo, before, display)
+            statuses = batch.run(sweep, chosen, todo, before, display)
     except KeyboardInterrupt:
         err.print(f"interrupted; completed points are kept and the others resume with: "
                   f"nnexp sweep {sweep.path}")
@@ -247,7 +268,7 @@ def sweep(target: Annotated[Path, typer.Argument(
               help="A config key and its values (repeatable); the points are every combination.")] = None,
           seeds: Annotated[Optional[str], typer.Option(
               metavar="N|S1,S2,...", help="N seeds counting up from the config's, or a list.")] = None,
-          jobs: JobsOpt = None, threads: ThreadsOpt = 1, executor: ExecutorOpt = "local",
+          jobs: JobsOpt = None, threads: ThreadsOpt = None, executor: ExecutorOpt = "local",
           address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
           device: DeviceOpt = None, data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
           name: Annotated[Optional[str], typer.Option(help="The sweep's name (default: the config's).")] = None,
@@ -260,19 +281,20 @@ def sweep(target: Annotated[Path, typer.Argument(
     """Many runs as one experiment: a grid of config values x seeds, run in parallel; prints the sweep directory.
 
     Running it again (`nnexp sweep DIR`) continues it."""
-    chosen = executors.make_executor(executor, jobs, address, threads)
+    executors.make_executor(executor, jobs, address, threads or 1)  # a bad choice fails before anything is made
     sets = _overrides(set_, backend=backend, device=device)
     if is_sweep_dir(target):
         if grid or seeds or sets or name or resume_dir:
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
                             "--grid, --seeds, --set, --name and --resume do not apply")
         made = batch.open_sweep(target, data_dir, only)
-        _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
-                   rank=made.plan.kind == "search", only=only)
+        _run_sweep(made, executor, jobs, address, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
+                   continuing=True, rank=made.plan.kind == "search", only=only)
         return
     plan = sweeps.plan_sweep(target, sets=sets, grid=grid or [], seeds=seeds, name=name)
-    made = batch.new_sweep(plan, runs_dir, data_dir, only=only, resume_dir=resume_dir)
-    _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only)
+    made = batch.new_sweep(plan, runs_dir, data_dir, only=only, resume_dir=resume_dir, threads=threads or 1)
+    _run_sweep(made, executor, jobs, address, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
+               continuing=resume_dir is not None, only=only)
 
 
 @command()
@@ -283,21 +305,22 @@ def search(config_path: ConfigArg,
                     "choice:A,B,... (repeatable), e.g. training.eta=log-uniform:1e-6:1e-2.")],
            trials: Annotated[int, typer.Option(min=1, help="Number of runs.")] = 10,
            search_seed: Annotated[int, typer.Option(min=0, help="Seeds the draws (not the networks).")] = 0,
-           jobs: JobsOpt = None, threads: ThreadsOpt = 1, executor: ExecutorOpt = "local",
+           jobs: JobsOpt = None, threads: ThreadsOpt = None, executor: ExecutorOpt = "local",
            address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
            device: DeviceOpt = None, data_dir: DataDirOpt = None,
            runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Random hyper-parameter search: a sweep whose points are random draws, ranked by validation accuracy; prints the sweep directory.
 
     `nnexp sweep DIR` continues it."""
-    chosen = executors.make_executor(executor, jobs, address, threads)
+    executors.make_executor(executor, jobs, address, threads or 1)  # a bad choice fails before anything is made
     plan = batch.plan_search(config_path, _overrides(set_, backend=backend, device=device), sample, trials,
                              search_seed)
     print_trials(plan)
-    made = batch.new_search(plan, runs_dir, data_dir)
+    made = batch.new_search(plan, runs_dir, data_dir, threads or 1)
     for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
         err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
-    _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, threads=threads, rank=True)
+    _run_sweep(made.sweep, executor, jobs, address, data_dir=data_dir, retry_failed=False, threads=threads,
+               continuing=False, rank=True)
 
 
 @command()

@@ -206,6 +206,10 @@ _events = None  # a worker's queue to the sweep's process
 def _init_worker(events) -> None:
     global _events
     _events = events
+    # the queue carries progress only (outcomes go back as results): a worker stopped by
+    # SIGINT, which may land inside a put, must exit without waiting to flush it, or it
+    # blocks the pool's shutdown for ever
+    events.cancel_join_thread()
     signal.signal(signal.SIGINT, _interrupt_once)
 
 
@@ -214,7 +218,11 @@ def _interrupt_once(signum, frame) -> None:
     # forwards it to its workers (for a SIGINT sent to it alone, as `kill -INT` or a scheduler
     # does): the second copy must not break off the clean-up the first one started, which
     # writes the point's summary
+    global _stopping
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a SIGINT between two points lands in the pool's own code, which swallows the
+    # KeyboardInterrupt (it sends the last result back): the next point must not start anyway
+    _stopping = True
     raise KeyboardInterrupt
 
 
@@ -270,7 +278,7 @@ class LocalPool:
                             result = Outcome(task.point, Status.LOST, None, f"worker lost: {type(exc).__name__}")
                         drain()
                         on_event(("finished", task.point, result))
-            except KeyboardInterrupt:
+            except BaseException:  # Ctrl-C, or the sweep cannot go on (its manifest cannot be written)
                 # the workers end their points as interrupted and skip the rest; a Ctrl-C at a
                 # terminal reached them already, a SIGINT sent to this process alone did not
                 for worker in multiprocessing.active_children():
