@@ -2,9 +2,11 @@
 into tasks and handed to an executor, and a search's trials set up.
 
     runs/<name>-<YYYYmmdd-HHMMSS>/
-      sweep.json          the manifest: the base configs, each point's overrides and status
+      sweep.json          the manifest: the base configs, each point's overrides and status,
+                          the threads per point, the command that made it
       eta=0.25,seed=1/    a run directory (config.yaml, metrics.jsonl, checkpoints/, ...)
       ...
+      .diverged-<stamp>-eta=2.5/   a run set aside (damaged, or started anew by --retry-failed)
 
 What the points are is the plan's business (`sweep.Plan`); how one point trains is the
 lifecycle's (`lifecycle.execute`, called by every executor). Running a sweep again skips
@@ -15,6 +17,7 @@ directory says where it stands. Only the process that runs the sweep writes the 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,16 +25,15 @@ from pathlib import Path
 
 from nnexp import search as searching
 from nnexp import tblog
-from nnexp.errors import ConfigError, RunDirError, RunFailed, UserError
+from nnexp.errors import ConfigError, NnexpError, RunDirError, RunFailed, UserError
 from nnexp.executors import Executor, Task, keep_datasets
-from nnexp.lifecycle import Intent
+from nnexp.lifecycle import Intent, config_change
 from nnexp.fileio import atomic_write_text, to_json
 from nnexp.runs import FINAL, MANIFEST, RETRYABLE, Run, Status, make_unique_dir
 from nnexp.runset import read_run
-from nnexp.sweep import Plan, Point, load_base, search_plan, selected
+from nnexp.sweep import MANIFEST_FORMAT, Plan, Point, load_base, read_manifest, search_plan, selected
 from nnexp.training import DataCache, prepare
 
-MANIFEST_FORMAT = 1
 # statuses that the run directories must settle once the executor has stopped
 UNSETTLED = (Status.RUNNING, Status.PENDING, Status.LOST, Status.INTERRUPTED)
 
@@ -46,36 +48,50 @@ class SweepDir:
     path: Path
     plan: Plan
     status: dict[str, str]  # point id -> a Status
+    # BLAS/torch threads per point: a point's float32 sums depend on them, so a sweep is
+    # continued with the threads it was started with (None: a manifest older than the record)
+    threads: int | None = None
+    command: list[str] | None = None  # the command line that made the sweep
 
     @classmethod
-    def create(cls, runs_dir: str | Path, plan: Plan) -> "SweepDir":
-        sweep = cls(make_unique_dir(runs_dir, plan.name), plan, {p.id: Status.PENDING for p in plan.points})
-        sweep.save()
+    def create(cls, runs_dir: str | Path, plan: Plan, threads: int = 1) -> "SweepDir":
+        sweep = cls(make_unique_dir(runs_dir, plan.name), plan, {p.id: Status.PENDING for p in plan.points},
+                    threads, list(sys.argv))
+        try:
+            sweep.save()
+        except OSError as exc:  # a full disk: no sweep without its manifest is left behind
+            shutil.rmtree(sweep.path, ignore_errors=True)
+            raise NnexpError(f"cannot write {sweep.path / MANIFEST}: {exc.strerror or exc}") from None
         return sweep
 
     @classmethod
     def open(cls, path: str | Path) -> "SweepDir":
+        """The sweep directory at `path`; a manifest that is not what `save` writes is one
+        RunDirError naming the file and what is wrong."""
         path = Path(path)
         manifest = path / MANIFEST
         if not manifest.is_file():
             raise RunDirError(f"not a sweep directory: {path} has no {MANIFEST}")
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            points = [Point(p["id"], p["base"], dict(p["overrides"])) for p in data["points"]]
-            plan = Plan(data["name"], data["kind"], dict(data["bases"]), points, dict(data.get("spec") or {}))
-            status = {p["id"]: str(p.get("status", Status.PENDING)) for p in data["points"]}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunDirError(f"{manifest} is damaged ({type(exc).__name__}: {exc})") from None
-        if data.get("format") != MANIFEST_FORMAT:
-            raise RunDirError(f"{manifest} has format {data.get('format')!r}; this nnexp reads {MANIFEST_FORMAT}")
-        return cls(path, plan, status)
+        plan, data = read_manifest(manifest)
+        status = {}
+        for i, point in enumerate(data["points"]):
+            word = point.get("status", Status.PENDING)
+            if not isinstance(word, str) or word not in {s.value for s in Status}:
+                raise RunDirError(f"{manifest} is damaged: points.{i}.status: {word!r} is not a status")
+            status[point["id"]] = Status(word)
+        threads = data.get("threads")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise RunDirError(f"{manifest} is damaged: threads: expected a number of threads >= 1, got {threads!r}")
+        command = data.get("command")
+        command = command if isinstance(command, list) and all(isinstance(a, str) for a in command) else None
+        return cls(path, plan, status, threads, command)
 
     def save(self) -> None:
         plan = self.plan
         data = {
             "format": MANIFEST_FORMAT, "name": plan.name, "kind": plan.kind,
             "updated": datetime.now().isoformat(timespec="seconds"),
-            "command": sys.argv, "spec": plan.spec, "bases": plan.bases,
+            "command": self.command, "threads": self.threads, "spec": plan.spec, "bases": plan.bases,
             "points": [{"id": p.id, "base": p.base, "overrides": p.overrides,
                         "status": self.status.get(p.id, Status.PENDING)} for p in plan.points],
         }
@@ -101,7 +117,24 @@ class SweepDir:
                 return Status.DAMAGED
             if status not in (Status.STARTING, Status.UNKNOWN):
                 return status
+        elif not Run.is_blank(path):  # a run's files without its config.yaml
+            return Status.DAMAGED
         return Status.FAILED if self.status.get(point.id) == Status.FAILED else Status.PENDING
+
+    def point_config(self, point: Point) -> dict:
+        """The config a point goes on under: the plan's, or the point's own config.yaml where
+        that differs from the plan's only in how far the run goes (lifecycle.RESUMABLE_KEYS:
+        `nnexp resume POINT --set training.epochs=12` extended it). A point edited in any
+        other way gets the plan's, which `lifecycle.execute` refuses, naming the key."""
+        planned = self.plan.config(point)
+        path = self.run_path(point)
+        if not Run.is_run(path):
+            return planned
+        try:
+            own = Run(path).config()
+        except UserError:  # unreadable or no longer valid: execute reports it
+            return planned
+        return own if config_change(own, planned) is None else planned
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -129,25 +162,34 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
           only: list[str] | None = None, tensorboard: bool = False):
     """The points still to run (of those `only` selects), as executor tasks, and each selected
     point's status before running. Their configs are resolved here, so a bad one fails
-    before any point trains. Nothing is written: `run` does that, holding the sweep. A final
-    point is skipped; a diverged, failed or damaged one is run again from scratch with
-    `retry_failed`. With `tensorboard` (or once a sweep was run with it: the manifest keeps it),
-    points write TensorBoard event files."""
+    before any point trains. Nothing is written: `run` does that, holding the sweep.
+
+    A completed point is skipped; a failed one with a last checkpoint (a full disk stopped
+    it) continues from it, as `nnexp resume` would; a diverged, damaged or other failed one
+    is skipped, or with `retry_failed` set aside by `run` (never deleted) and started anew.
+    With `tensorboard` (or once a sweep was run with it: the manifest keeps it), points
+    write TensorBoard event files."""
     if tensorboard:
         sweep.plan.spec["tensorboard"] = True  # saved with the manifest by `run`
     live = bool(sweep.plan.spec.get("tensorboard"))
     tblog.require(live)
     hparams = tblog.sweep_hparams(sweep.plan) if live else {}
     todo, before = [], {}
-    intent = Intent.RETRY if retry_failed else Intent.CONTINUE
     points = selected(sweep.plan, only)
-    configs = {point.id: sweep.plan.config(point) for point in points}
     for point in points:
         status = before[point.id] = sweep.point_status(point)
-        if status in FINAL and not (status in RETRYABLE and retry_failed):
-            continue
-        todo.append(Task(point.id, configs[point.id], str(sweep.run_path(point)),
-                         str(data_dir) if data_dir else None, intent, threads, live, hparams.get(point.id)))
+        path = sweep.run_path(point)
+        if status == Status.FAILED and Run(path).checkpoint_path("last").exists() and not _worker_died(path):
+            intent = Intent.RESUME
+        elif status in FINAL:
+            if not (status in RETRYABLE and retry_failed):
+                continue
+            intent = Intent.START  # in the place of the run `run` sets aside
+        else:
+            intent = Intent.CONTINUE
+        config = sweep.plan.config(point) if intent == Intent.START else sweep.point_config(point)
+        todo.append(Task(point.id, config, str(path), str(data_dir) if data_dir else None, intent, threads,
+                         live, hparams.get(point.id)))
     return todo, before
 
 
@@ -155,8 +197,23 @@ def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str,
         on_event=None) -> dict[str, str]:
     """Run `todo` on `executor`, keeping the manifest's statuses current; returns them.
     `before` is each point's status as `tasks` found it. One process runs a sweep at a time:
-    a second is refused, as a second trainer of a run is."""
+    a second is refused, as a second trainer of a run is.
+
+    A manifest that cannot be written (a full disk) stops the executor as Ctrl-C does, every
+    point at its last completed epoch: an error names the file and how to continue."""
     finished: set[str] = set()
+    unwritable: list[OSError] = []
+
+    def save():
+        if unwritable:  # said once; the run directories keep the truth meanwhile
+            return
+        try:
+            sweep.save()
+        except OSError as exc:
+            unwritable.append(exc)
+            raise NnexpError(f"cannot write {sweep.path / MANIFEST}: {exc.strerror or exc}; the sweep "
+                             f"stopped, each point at its last completed epoch. Make room, then continue "
+                             f"with: nnexp sweep {sweep.path}") from None
 
     def handle(event):
         kind, point, payload = event
@@ -164,28 +221,40 @@ def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str,
             return
         if kind == "started":
             sweep.status[point] = Status.RUNNING
-            sweep.save()
+            save()
         elif kind == "finished":
             finished.add(point)
             sweep.status[point] = payload.status
-            sweep.save()
+            save()
         if on_event is not None:
             on_event(event)
 
     with Run(sweep.path).lock():
         sweep.status.update(before)  # what the run directories say, not what the manifest last did
         for task in todo:
-            if before.get(task.point) == Status.DAMAGED:  # kept aside, never deleted: it starts afresh
-                path = Path(task.run_dir)
-                path.rename(path.with_name(f".damaged-{datetime.now():%Y%m%d-%H%M%S}-{path.name}"))
+            path = Path(task.run_dir)
+            if task.intent == Intent.START and not Run.is_blank(path):
+                # started anew: the old run is kept aside, hidden, never deleted
+                Run(path).set_aside(str(before.get(task.point, Status.FAILED)))
+        save()  # the threads this sweep now runs with, before any point does
         try:
             executor.run(todo, handle)
         finally:  # an interruption too: record what the run directories say now
             for point in sweep.plan.points:
                 if sweep.status.get(point.id) in UNSETTLED:
                     sweep.status[point.id] = sweep.point_status(point)
-            sweep.save()
+            if not unwritable:
+                save()
     return dict(sweep.status)
+
+
+def _worker_died(path: Path) -> bool:
+    """Whether a failed point failed because its worker process died (`executors`): unlike a
+    point a full disk stopped, it is not continued unasked, since it would most likely die again."""
+    try:
+        return (Run(path).read_summary() or {}).get("stop_reason") == "worker-died"
+    except UserError:
+        return False
 
 
 def not_completed(statuses: dict[str, str], sweep: SweepDir, retry_failed: bool) -> RunFailed | None:
@@ -214,12 +283,12 @@ def open_sweep(path: str | Path, data_dir=None, only: list[str] | None = None) -
 
 
 def new_sweep(plan: Plan, runs_dir: str | Path, data_dir=None, *, only: list[str] | None = None,
-              resume_dir: str | Path | None = None) -> SweepDir:
-    """A new sweep directory for `plan` once every selected point checks out; or, with
-    `resume_dir`, that directory, if it holds the same sweep."""
+              resume_dir: str | Path | None = None, threads: int = 1) -> SweepDir:
+    """A new sweep directory for `plan`, whose points run with `threads` threads, once every
+    selected point checks out; or, with `resume_dir`, that directory, if it holds the same sweep."""
     check_points(plan, data_dir, only=only)
     if resume_dir is None:
-        return SweepDir.create(runs_dir, plan)
+        return SweepDir.create(runs_dir, plan, threads)
     made = SweepDir.open(resume_dir)
     if not made.same_points(plan):
         raise UserError(f"{resume_dir} holds a different sweep (other points or configs); "
@@ -244,11 +313,11 @@ def plan_search(config_path: str | Path, sets: list[str], samples: list[str], tr
                        {"samples": samples, "trials": trials, "search_seed": search_seed})
 
 
-def new_search(plan: Plan, runs_dir: str | Path, data_dir=None) -> NewSearch:
+def new_search(plan: Plan, runs_dir: str | Path, data_dir=None, threads: int = 1) -> NewSearch:
     """The search's sweep directory, once every draw's config is checked. A draw the data
     rules out (a batch larger than the training set) is marked failed, not fatal."""
     ruled_out = check_points(plan, data_dir, skip_ruled_out=True)
-    made = SweepDir.create(runs_dir, plan)
+    made = SweepDir.create(runs_dir, plan, threads)
     for point in ruled_out:
         made.status[point] = Status.FAILED
     made.save()

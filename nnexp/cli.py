@@ -223,22 +223,39 @@ JobsOpt = Annotated[Optional[int], typer.Option(
     "--jobs", "-j", min=1, help="Points run at once (default: this machine's cores).")]
 AddressOpt = Annotated[Optional[str], typer.Option(
     help="The Ray cluster to use (--executor ray; default: start a local Ray for the sweep).")]
-RetryOpt = Annotated[bool, typer.Option("--retry-failed", help="Run diverged and failed points again.")]
-ThreadsOpt = Annotated[int, typer.Option(
-    min=1, help="BLAS/torch threads per point. A point's metrics are identical under every "
-                "executor and --jobs at the same --threads.")]
+RetryOpt = Annotated[bool, typer.Option(
+    "--retry-failed", help="Start diverged, damaged and failed points afresh, their old run directories "
+                           "moved aside (.diverged-..., never deleted); a failed point with a last "
+                           "checkpoint is continued from it anyway.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    min=1, show_default=False,
+    help="BLAS/torch threads per point (default 1; a continued sweep: those it was started with). "
+         "A point's metrics are identical under every executor and --jobs at the same --threads.")]
 
 
-def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, rank: bool = False,
+def _threads_note(sweep, asked: int | None, continuing: bool) -> str:
+    """What the first line says about a continued sweep's threads, which its points' metrics depend on."""
+    if not continuing:
+        return ""
+    if asked is None:
+        return (" (as the sweep was started; --threads T to change)" if sweep.threads is not None
+                else " (its sweep.json records none)")
+    if sweep.threads is not None and asked != sweep.threads:
+        return f" (--threads {asked}; the sweep was started with {sweep.threads})"
+    return ""
+
+
+def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, note: str = "", rank: bool = False,
                only: list[str] | None = None, tensorboard: bool = False) -> None:
-    """Run a sweep's remaining points, show them, print its table; exit 1 unless all completed."""
-    todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only,
-                               tensorboard=tensorboard)
+    """Run a sweep's remaining points with the threads it records, show them, print its table;
+    exit 1 unless all completed."""
+    todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=sweep.threads,
+                               only=only, tensorboard=tensorboard)
     skipped = len(before) - len(todo)
-    chosen = f" ({len(before)} selected by --only)" if only else ""
-    err.print(f"sweep {sweep.path}: {plural(len(sweep.plan.points), 'point')}{chosen}"
+    selected = f" ({len(before)} selected by --only)" if only else ""
+    err.print(f"sweep {sweep.path}: {plural(len(sweep.plan.points), 'point')}{selected}"
               + (f", {skipped} already done or not retried" if skipped else "")
-              + f"; {executor.description}", markup=False)
+              + f"; {executor.description}{note}", markup=False)
     parallel = getattr(executor, "jobs", None) or len(todo)
     try:
         with SweepDisplay(len(before), todo, before, parallel) as display:
@@ -254,6 +271,15 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, threads: int, r
         raise failure
 
 
+def _continue_sweep(made, threads: int | None, executor: str, jobs: int | None, address: str | None,
+                    **run) -> None:
+    """An existing sweep goes on with the threads it was started with, unless --threads says otherwise."""
+    note = _threads_note(made, threads, continuing=True)
+    made.threads = threads or made.threads or 1
+    with executors.make_executor(executor, jobs, address, made.threads) as chosen:
+        _run_sweep(made, chosen, note=note, **run)
+
+
 @command()
 def sweep(target: Annotated[Path, typer.Argument(
               help="A config, a sweep file (YAML with config:, grid:, seeds:), or a sweep "
@@ -263,7 +289,7 @@ def sweep(target: Annotated[Path, typer.Argument(
               help="A config key and its values (repeatable); the points are every combination.")] = None,
           seeds: Annotated[Optional[str], typer.Option(
               metavar="N|S1,S2,...", help="N seeds counting up from the config's, or a list.")] = None,
-          jobs: JobsOpt = None, threads: ThreadsOpt = 1, executor: ExecutorOpt = "local",
+          jobs: JobsOpt = None, threads: ThreadsOpt = None, executor: ExecutorOpt = "local",
           address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
           device: DeviceOpt = None, data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
           name: Annotated[Optional[str], typer.Option(help="The sweep's name (default: the config's).")] = None,
@@ -276,24 +302,27 @@ def sweep(target: Annotated[Path, typer.Argument(
           tensorboard: TensorBoardOpt = False) -> None:
     """Many runs as one experiment: a grid of config values x seeds, run in parallel; prints the sweep directory.
 
-    Running it again (`nnexp sweep DIR`) continues it, with --tensorboard if it had it."""
+    Running it again (`nnexp sweep DIR`) continues it, with its threads, and with --tensorboard if it had it."""
     tblog.require(tensorboard)
-    chosen = executors.make_executor(executor, jobs, address, threads)
+    executors.check_kind(executor, address)  # a bad choice fails before anything is read or made
     sets = _overrides(set_, backend=backend, device=device)
+    run = dict(data_dir=data_dir, retry_failed=retry_failed, only=only, tensorboard=tensorboard)
     if is_sweep_dir(target):
         if grid or seeds or sets or name or resume_dir:
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
                             "--grid, --seeds, --set, --name and --resume do not apply")
         made = batch.open_sweep(target, data_dir, only)
-        with chosen:
-            _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads,
-                       rank=made.plan.kind == "search", only=only, tensorboard=tensorboard)
+        _continue_sweep(made, threads, executor, jobs, address, rank=made.plan.kind == "search", **run)
         return
     plan = sweeps.plan_sweep(target, sets=sets, grid=grid or [], seeds=seeds, name=name)
-    with chosen:  # a Ray cluster is reached, or refused, before a sweep directory is made
-        made = batch.new_sweep(plan, runs_dir, data_dir, only=only, resume_dir=resume_dir)
-        _run_sweep(made, chosen, data_dir=data_dir, retry_failed=retry_failed, threads=threads, only=only,
-                   tensorboard=tensorboard)
+    if resume_dir is not None:
+        _continue_sweep(batch.new_sweep(plan, runs_dir, data_dir, only=only, resume_dir=resume_dir),
+                        threads, executor, jobs, address, **run)
+        return
+    # a Ray cluster is reached, or refused, before a sweep directory is made
+    with executors.make_executor(executor, jobs, address, threads or 1) as chosen:
+        made = batch.new_sweep(plan, runs_dir, data_dir, only=only, threads=threads or 1)
+        _run_sweep(made, chosen, **run)
 
 
 @command()
@@ -304,7 +333,7 @@ def search(config_path: ConfigArg,
                     "choice:A,B,... (repeatable), e.g. training.eta=log-uniform:1e-6:1e-2.")],
            trials: Annotated[int, typer.Option(min=1, help="Number of runs.")] = 10,
            search_seed: Annotated[int, typer.Option(min=0, help="Seeds the draws (not the networks).")] = 0,
-           jobs: JobsOpt = None, threads: ThreadsOpt = 1, executor: ExecutorOpt = "local",
+           jobs: JobsOpt = None, threads: ThreadsOpt = None, executor: ExecutorOpt = "local",
            address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
            device: DeviceOpt = None, data_dir: DataDirOpt = None,
            runs_dir: RunsDirOpt = Path("runs"), tensorboard: TensorBoardOpt = False) -> None:
@@ -312,16 +341,15 @@ def search(config_path: ConfigArg,
 
     `nnexp sweep DIR` continues it."""
     tblog.require(tensorboard)
-    chosen = executors.make_executor(executor, jobs, address, threads)
+    executors.check_kind(executor, address)  # a bad choice fails before anything is drawn or made
     plan = batch.plan_search(config_path, _overrides(set_, backend=backend, device=device), sample, trials,
                              search_seed)
     print_trials(plan)
-    with chosen:  # a Ray cluster is reached, or refused, before a sweep directory is made
-        made = batch.new_search(plan, runs_dir, data_dir)
+    with executors.make_executor(executor, jobs, address, threads or 1) as chosen:  # reached before a directory is made
+        made = batch.new_search(plan, runs_dir, data_dir, threads or 1)
         for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
             err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
-        _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, threads=threads, rank=True,
-                   tensorboard=tensorboard)
+        _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, rank=True, tensorboard=tensorboard)
 
 
 @command()

@@ -346,7 +346,7 @@ def _worker_died(task: Task, exitcode: int | None) -> Outcome:
     run = Run(task.run_dir)
     summary = _summary_or_none(run)
     if summary is not None:
-        summary = {**summary, "status": Status.FAILED}
+        summary = {**summary, "status": Status.FAILED, "stop_reason": "worker-died"}
         with contextlib.suppress(UserError, OSError), run.lock():
             run.write_summary(summary)
             run.log(f"failed: {error}")
@@ -434,9 +434,9 @@ class LocalPool:
             for _ in range(min(self.jobs, len(tasks))):
                 workers.append(_Worker(context, self.threads))
             self._serve(workers, waiting, on_event, context)
-        except KeyboardInterrupt:
-            # Ctrl-C or SIGTERM: no point starts any more, and each running one stops at its
-            # last completed epoch. A Ctrl-C at a terminal reached the workers already; a
+        except BaseException:
+            # Ctrl-C or SIGTERM, or the sweep cannot go on (its manifest cannot be written): no
+            # point starts any more, and each running one stops at its last completed epoch. A Ctrl-C at a terminal reached the workers already; a
             # signal sent to this process alone did not, so it is passed on.
             waiting.clear()
             for worker in workers:
@@ -679,14 +679,20 @@ class RayExecutor:
         return replace(outcome, summary=summary)
 
 
-def make_executor(kind: str, jobs: int | None, address: str | None, threads: int = 1) -> Executor:
-    """`jobs` points at once (default: one per core, or as a Ray cluster schedules them),
-    each with `threads` threads."""
+def check_kind(kind: str, address: str | None) -> None:
+    """A one-line error for an executor that cannot be had, before anything is made."""
     if kind not in EXECUTORS:
         raise UserError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    if address and kind != "ray":
+        raise UserError("--address is for --executor ray")
+
+
+def make_executor(kind: str, jobs: int | None, address: str | None, threads: int = 1) -> Executor:
+    """`jobs` points at once (default: one per core, or as a Ray cluster schedules them),
+    each with `threads` threads. Enter it (`with`) to reach a Ray cluster before anything
+    is made."""
+    check_kind(kind, address)
     if kind == "ray":
         return RayExecutor(address, jobs, threads)
-    if address:
-        raise UserError("--address is for --executor ray")
     jobs = jobs or max(1, available_cpus() // threads)
     return SerialExecutor(threads) if jobs == 1 else LocalPool(jobs, threads)

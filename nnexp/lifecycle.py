@@ -7,12 +7,13 @@ they want as an `Intent` and call `execute(exp, run, intent)`:
     CONTINUE  bring the run as far as it goes: start it if the         sweep and search points
               directory is empty, resume it from its last epoch if
               it stopped, leave it as it is if it is final
-    RESUME    as CONTINUE, and a failed run with a last checkpoint     nnexp resume
-              (a full disk stopped it) continues from it
+    RESUME    as CONTINUE, and a failed run with a last checkpoint     nnexp resume, and a sweep's
+              (a full disk stopped it) continues from it               failed points
     EXTEND    a completed run goes on under its config's new epochs    nnexp resume --set
               or patience (RESUMABLE_KEYS)
-    RETRY     a diverged or failed run starts over; any other as       sweep --retry-failed
-              CONTINUE
+    RETRY     a diverged or failed run starts over in its directory,   not sweeps: --retry-failed
+              its epochs deleted; any other as CONTINUE               sets the old run aside and
+                                                                      STARTs its point anew
 
 `resume_intent` is the policy of `nnexp resume`: which intent a run's status and the
 requested changes call for, and what is refused. A run always continues under the config it
@@ -66,6 +67,9 @@ def execute(exp: Experiment, run: Run, intent: Intent = Intent.CONTINUE, reporte
     `deadline` (a `time.monotonic()` value) pauses the run, resumable, before an epoch that
     would end after it, e.g. to fit a cluster job's or a GPU lease's wall time."""
     if not Run.is_run(run.path):
+        if not Run.is_blank(run.path):  # never train into a run's remains: its epochs would mix
+            raise RunDirError(f"{run.path} holds a run's files but no config.yaml: it is damaged; "
+                              f"move it aside or delete it, then train anew")
         return start(exp, run, reporter, deadline=deadline)
     if intent == Intent.START:
         raise RunDirError(f"{run.path} already holds a run; continue it with: nnexp resume {run.path}")

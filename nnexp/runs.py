@@ -302,6 +302,36 @@ class Run:
     def is_run(path: str | os.PathLike) -> bool:
         return (Path(path) / "config.yaml").is_file()
 
+    @staticmethod
+    def is_blank(path: str | os.PathLike) -> bool:
+        """Whether `path` holds nothing a run wrote: it is missing, or holds only what `Run.at`
+        makes (an empty checkpoints/), the lock, and temporaries a killed write left. A folder
+        with more than that but no config.yaml lost its config: it is damaged, and a run started
+        in it would append new epochs to the old ones."""
+        path = Path(path)
+        if not path.is_dir():
+            return not path.exists()
+        for child in path.iterdir():
+            if child.name == ".lock" or (temporary_target(child.name) is not None and child.is_file()):
+                continue
+            if child.name == "checkpoints" and child.is_dir() and not any(child.iterdir()):
+                continue
+            return False
+        return True
+
+    def set_aside(self, why: str) -> Path:
+        """Rename the run directory to a hidden `.<why>-<stamp>-<name>` beside it, which every
+        reader of runs skips, and return the new path: a run started over keeps its old
+        epochs. Holding the lock, so no process is training it meanwhile."""
+        stamp = datetime.now().strftime(STAMP_FORMAT)
+        with self.lock():
+            for n in range(1, 1000):
+                aside = self.path.with_name(f".{why}-{stamp}{f'-{n}' if n > 1 else ''}-{self.name}")
+                if not aside.exists():
+                    self.path.rename(aside)
+                    return aside
+        raise RunDirError(f"cannot set {self.path} aside: too many folders named {aside.name}")
+
     @contextlib.contextmanager
     def lock(self):
         """Hold the run for one training process. The OS drops the lock when the process

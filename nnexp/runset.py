@@ -1,7 +1,8 @@
 """Which runs a command is about, and what each one says about itself.
 
 `nnexp compare` and `nnexp ensemble` take run directories, globs, or directories holding
-runs; `find_run_dirs` turns those into run directories. `read_run` reads one into a
+runs; `find_run_dirs` turns those into run directories. A sweep directory means the points
+its manifest lists, not whatever folders it holds (a copied or renamed point is no seed). `read_run` reads one into a
 `RunRecord` without trusting it to be finished: a run still training, interrupted, diverged
 or without a summary yet is a record with that status (its numbers recomputed from
 metrics.jsonl where needed); only a damaged directory is an error, which `load_runs` turns
@@ -19,7 +20,8 @@ from typing import Any
 
 from nnexp.config import flatten
 from nnexp.errors import RunDirError, UserError
-from nnexp.runs import Run, Status, best_record, is_finite_number, is_sweep_dir
+from nnexp.runs import MANIFEST, Run, Status, best_record, is_finite_number, is_sweep_dir
+from nnexp.sweep import read_manifest
 
 METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
 
@@ -101,6 +103,18 @@ def _runs_in(path: Path) -> list[Path]:
     return [p for p in _folders(path) if Run.is_run(p)]
 
 
+def _sweep_runs(path: Path) -> tuple[list[Path], list[str]]:
+    """The points of the sweep directory `path` that have started, as its manifest lists them
+    (sorted by name), and warnings: a folder that is not one of its points is not read. A
+    damaged manifest is a RunDirError."""
+    plan, _ = read_manifest(path / MANIFEST)
+    ids = {p.id for p in plan.points}
+    strays = [p.name for p in _folders(path) if p.name not in ids]
+    listed = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+    warnings = [f"skipped {listed} in {path}: not among the points its {MANIFEST} lists"] if strays else []
+    return sorted(path / i for i in ids if Run.is_run(path / i)), warnings
+
+
 def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
     """Run directories named by paths or globs; a directory of runs expands to its runs.
 
@@ -110,6 +124,7 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
     found: list[Path] = []
     seen: set[Path] = set()
     warnings: list[str] = []
+    unreadable: list[str] = []  # sweeps whose manifest is damaged: why nothing may be found
 
     def add(path: Path) -> None:
         key = path.resolve()
@@ -129,15 +144,25 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
             if Run.is_run(path):
                 add(path)
                 continue
-            # a folder of runs, a sweep directory, or a folder of those
-            children = _runs_in(path) + [run for sub in _folders(path) if is_sweep_dir(sub)
-                                         for run in _runs_in(sub)]
+            # a sweep directory, a folder of runs, or a folder of those
+            sweeps = [path] if is_sweep_dir(path) else [sub for sub in _folders(path) if is_sweep_dir(sub)]
+            children = [] if is_sweep_dir(path) else _runs_in(path)
+            for sweep in sweeps:
+                try:
+                    runs, notes = _sweep_runs(sweep)
+                except RunDirError as exc:
+                    unreadable.append(f"{one_line(str(exc))}; name its runs ({sweep}/*) to read them anyway")
+                    warnings.append(f"skipped {sweep}: {unreadable[-1]}")
+                    continue
+                children += runs
+                warnings += notes
             if not children:
                 warnings.append(f"{path} is not a run directory and holds none")
             for child in children:
                 add(child)
     if not found:
-        raise UserError("no run directories found in: " + ", ".join(map(str, patterns)))
+        raise UserError("no run directories found in: " + ", ".join(map(str, patterns))
+                        + "".join(f" ({why})" for why in unreadable))
     return found, warnings
 
 

@@ -26,11 +26,13 @@ from typing import Any
 
 from nnexp import config
 from nnexp.config import flatten
-from nnexp.errors import ConfigError, UserError
+from nnexp.errors import ConfigError, RunDirError, UserError
 from nnexp.yamlio import parse_yaml, read_yaml_file
 SWEEP_FILE_KEYS = ("name", "config", "set", "grid", "seeds", "variants")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 ID_LIMIT = 80  # characters; longer ids are cut and made unique by a hash
+MANIFEST_FORMAT = 1  # of sweep.json, which `batch.SweepDir` writes and `read_manifest` reads
+PLAN_KINDS = ("grid", "search")
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,33 @@ def point_id(parts: list[tuple[str, Any]]) -> str:
     return safe
 
 
+def id_problem(value: Any) -> str | None:
+    """Why `value` cannot be a point's id, or None. An id is the name of the point's folder
+    inside its sweep, so a plain name: a separator or `..` would put a run outside the sweep,
+    an empty id or `.` into the sweep's own folder."""
+    if not isinstance(value, str):
+        return f"expected a folder name, got {type(value).__name__} {value!r}"
+    if value in ("", ".", ".."):
+        return f"{value!r} is not a folder of its own inside the sweep"
+    if _ID_UNSAFE.search(value):
+        return f"{value!r} is not a plain folder name (letters, digits and . _ + = , - only)"
+    return None
+
+
+def _check_names(plan: Plan) -> Plan:
+    """A plan's folders are visible ones: `compare`, `ensemble` and `nnexp sweep` skip hidden
+    folders (those are runs set aside), so a name starting with a dot would vanish from them."""
+    if plan.name.startswith("."):
+        raise UserError(f"the sweep's name {plan.name!r} starts with '.': its folder would be hidden, "
+                        f"and compare and ensemble skip hidden folders; give another --name")
+    for point in plan.points:
+        if point.id.startswith("."):
+            raise UserError(f"sweep point {point.id!r} starts with '.': its folder would be hidden, and "
+                            f"compare and ensemble skip hidden folders; rename the config or variant "
+                            f"it is named after")
+    return plan
+
+
 def grid_plan(name: str, bases: dict[str, dict], grid: dict[str, list], seeds: list[int] | None) -> Plan:
     """The cartesian product bases x grid values x seeds, in that nesting order."""
     for key, values in grid.items():
@@ -201,7 +230,7 @@ def grid_plan(name: str, bases: dict[str, dict], grid: dict[str, list], seeds: l
     if len(set(ids)) != len(ids):  # values that differ only in unsafe characters
         points = [Point(f"{i:03d}-{p.id}", p.base, p.overrides) for i, p in enumerate(points, start=1)]
     spec = {"grid": grid, "seeds": seeds}
-    return Plan(name, "grid", bases, points, spec)
+    return _check_names(Plan(name, "grid", bases, points, spec))
 
 
 def _finite(value: Any) -> bool:
@@ -231,7 +260,7 @@ def search_plan(name: str, base: dict, draws: list[dict[str, Any]], spec: dict) 
     """A random search as a sweep: one point per draw, ``t001``, ``t002``, ..."""
     width = max(3, len(str(len(draws))))
     points = [Point(f"t{k:0{width}d}", name, values) for k, values in enumerate(draws, start=1)]
-    return Plan(name, "search", {name: base}, points, spec)
+    return _check_names(Plan(name, "search", {name: base}, points, spec))
 
 
 def load_base(path: str | Path, sets: list[str]) -> dict:
@@ -322,9 +351,9 @@ def _variants(spec: Any, bases: dict[str, dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name, sets in spec.items():
         where = f"variants.{name}"
-        if not isinstance(name, str) or _ID_UNSAFE.search(name):
+        if not isinstance(name, str) or _ID_UNSAFE.search(name) or name.startswith("."):
             raise ConfigError(where, "a variant's name is part of a directory name: use letters, "
-                              "digits and . _ + = , -")
+                              "digits and . _ + = , -, and do not start it with '.' (a hidden folder)")
         if not isinstance(sets, dict):
             raise ConfigError(where, "expected a mapping of config keys to values ({} for the config as it is)")
         try:
@@ -334,6 +363,56 @@ def _variants(spec: Any, bases: dict[str, dict]) -> dict[str, dict]:
             raise ConfigError(f"{where}.{exc.path}" if exc.path else where, exc.message) from None
         out[name] = {**variant, "name": f"{base['name']}-{name}" if sets else base["name"]}
     return out
+
+
+# --- a sweep directory's manifest, read back -------------------------------------------------
+
+
+def read_manifest(manifest: Path) -> tuple[Plan, dict]:
+    """The plan in a sweep directory's manifest, and the whole record (the points' statuses
+    and the rest are `batch.SweepDir`'s to check). Anything a plan cannot be (an unknown
+    base, an id that is no plain folder name) is one RunDirError naming the file: the
+    manifest decides which folders are trained and read."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{manifest} is damaged ({type(exc).__name__}: {exc})") from None
+
+    def damaged(what: str) -> RunDirError:
+        return RunDirError(f"{manifest} is damaged: {what}")
+
+    if not isinstance(data, dict):
+        raise damaged(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != MANIFEST_FORMAT:
+        raise RunDirError(f"{manifest} has format {data.get('format')!r}; this nnexp reads {MANIFEST_FORMAT}")
+    name, kind, bases, spec, points = (data.get(k) for k in ("name", "kind", "bases", "spec", "points"))
+    if not isinstance(name, str) or not name:
+        raise damaged(f"name: expected the sweep's name, got {name!r}")
+    if kind not in PLAN_KINDS:
+        raise damaged(f"kind: expected {' or '.join(PLAN_KINDS)}, got {kind!r}")
+    if not isinstance(bases, dict) or not bases or not all(isinstance(b, dict) for b in bases.values()):
+        raise damaged("bases: expected a mapping of names to configs")
+    if spec is not None and not isinstance(spec, dict):
+        raise damaged(f"spec: expected a mapping, got {type(spec).__name__}")
+    if not isinstance(points, list) or not points:
+        raise damaged("points: expected a list of points")
+    plan_points, seen = [], set()
+    for i, point in enumerate(points):
+        if not isinstance(point, dict):
+            raise damaged(f"points.{i}: expected an object with id, base and overrides")
+        problem = id_problem(point.get("id"))
+        if problem is not None:
+            raise damaged(f"points.{i}.id: {problem}")
+        if point["id"] in seen:
+            raise damaged(f"points.{i}.id: {point['id']!r} is listed twice")
+        seen.add(point["id"])
+        if not isinstance(point.get("base"), str) or point["base"] not in bases:
+            raise damaged(f"points.{i}.base: {point.get('base')!r} is not one of the bases "
+                          f"({', '.join(map(str, bases))})")
+        if not isinstance(point.get("overrides"), dict):
+            raise damaged(f"points.{i}.overrides: expected a mapping of config keys to values")
+        plan_points.append(Point(point["id"], point["base"], dict(point["overrides"])))
+    return Plan(name, kind, dict(bases), plan_points, dict(spec or {})), data
 
 
 def selected(plan: Plan, only: list[str] | None) -> list[Point]:

@@ -35,7 +35,10 @@ PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has record
 # summary.json's stop_reason, in words for people
 STOP_REASONS = {"epochs": "all epochs run", "early-stopping": "stopped early",
                 "eta-floor": "stopped: eta reached eta0/128", "diverged": "diverged",
-                "time-limit": "paused at the time limit; nnexp resume continues it"}
+                "time-limit": "paused at the time limit; nnexp resume continues it",
+                # a sweep's worker process died under the point (the out-of-memory killer): run
+                # again, it would most likely die again, so only --retry-failed runs it
+                "worker-died": "its worker process died"}
 
 
 @dataclass
