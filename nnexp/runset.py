@@ -95,7 +95,7 @@ _GLOB_CHARS = set("*?[")
 
 def _folders(path: Path) -> list[Path]:
     """The visible folders in `path`, sorted: hidden ones are a sweep's runs being replaced,
-    or kept aside as damaged."""
+    or set aside (damaged, or started anew by --retry-failed)."""
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 

@@ -3,7 +3,8 @@
 A sweep is one or more base configs and a list of points, each a set of config overrides:
 the cartesian product of a grid with a list of seeds, or the random draws of a search. Each
 point becomes an ordinary run directory named by the point's id inside the sweep directory
-(`batch.SweepDir`, which keeps the plan in its manifest and runs the points).
+(`batch.SweepDir`, which keeps the plan in its manifest and runs the points). An id is a
+plain folder name; `read_manifest` reads a plan back, checked, for batch and for runset.
 
 A sweep file is YAML with a `config:` key (a path relative to the file, a list of paths, or
 an inline mapping) and optionally `name:`, `set:`, `grid:`, `seeds:` and `variants:`, named
@@ -192,8 +193,8 @@ def id_problem(value: Any) -> str | None:
 
 
 def _check_names(plan: Plan) -> Plan:
-    """A plan's folders are visible ones: `compare`, `ensemble` and `nnexp sweep` skip hidden
-    folders (those are runs set aside), so a name starting with a dot would vanish from them."""
+    """A plan's folders are visible ones: `compare` and `ensemble` skip hidden folders (those
+    are runs set aside), so a name starting with a dot would silently vanish from them."""
     if plan.name.startswith("."):
         raise UserError(f"the sweep's name {plan.name!r} starts with '.': its folder would be hidden, "
                         f"and compare and ensemble skip hidden folders; give another --name")

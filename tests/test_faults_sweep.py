@@ -484,6 +484,7 @@ def test_a_damaged_manifest_is_one_error_naming_it_and_nothing_trains(tmp_path, 
     else:  # a reader says so too, in one line, and reads nothing the manifest may not mean
         assert table.exit_code == 2 and f"{manifest} is damaged" in one_error_line(table)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing made
+    assert not (made / "../../evil").exists()  # nor outside the sweep
 
 
 def test_a_manifest_that_is_not_an_object_is_damaged(tmp_path):
