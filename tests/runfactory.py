@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nnexp.batch import SweepDir
 from nnexp.network import build_spec, init_params
-from nnexp.runs import Run
+from nnexp.runs import Run, Status
+from nnexp.sweep import Plan, Point
 
 from conftest import make_config
 
@@ -87,3 +89,15 @@ def png_size(path: str | Path) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     assert data[12:16] == b"IHDR"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def write_manifest(sweep: str | Path) -> Path:
+    """A sweep.json listing the run directories made in `sweep` as its points (each its own
+    base, its config as it stands), as `nnexp sweep` writes one: readers of a sweep read the
+    points its manifest lists."""
+    sweep = Path(sweep)
+    runs = [Run(p) for p in sorted(sweep.iterdir()) if Run.is_run(p)]
+    plan = Plan(sweep.name.rsplit("-", 2)[0], "grid", {r.name: r.read_config() for r in runs},
+                [Point(r.name, r.name, {}) for r in runs])
+    SweepDir(sweep, plan, {r.name: Status.COMPLETED for r in runs}, 1, ["nnexp", "sweep"]).save()
+    return sweep

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import yaml
 from rich.console import Console
-from runfactory import make_run
+from runfactory import make_run, write_manifest
 from typer.testing import CliRunner
 
 from nnexp import compare as cmp
@@ -37,7 +37,6 @@ from nnexp import config, plots, render
 from nnexp.cli import app
 from nnexp.errors import UserError
 from nnexp.gradcheck import gradcheck
-from nnexp.runs import MANIFEST
 from nnexp.sweep import plan_sweep
 
 from conftest import needs_mnist
@@ -160,7 +159,6 @@ def ch3_sweep(root: Path, seeds=(1, 2), *, checkpoint: bool = False) -> Path:
     (`checkpoint`: with small nets' parameters, to vote with)."""
     sweep = root / "ch3-20261130-201206"
     sweep.mkdir(parents=True)
-    (sweep / MANIFEST).write_text("{}")
     for name, (value, selection, units, sets) in CH3.items():
         for seed in seeds:
             layers = TINY if checkpoint else [{"type": "dense", "units": units}, SIGMOID_OUT]
@@ -170,7 +168,7 @@ def ch3_sweep(root: Path, seeds=(1, 2), *, checkpoint: bool = False) -> Path:
                                  "reference": {**BOOK, "value": value, "selection": selection}},
                            val=[0.9, value / 100 - 0.002 * seed], test=[0.89, value / 100 - 0.003 * seed])
             run.path.rename(sweep / f"{name},seed={seed}")
-    return sweep
+    return write_manifest(sweep)
 
 
 def fifty_runs(root: Path, *, checkpoint: bool = False) -> None:

@@ -28,7 +28,7 @@ from nnexp.runs import MANIFEST, Run
 from nnexp.training import SilentReporter
 
 from conftest import make_config, needs_mnist
-from runfactory import make_run
+from runfactory import make_run, write_manifest
 
 runner = CliRunner()
 needs_tensorboard = pytest.mark.skipif(
@@ -124,7 +124,6 @@ def made_runs(root: Path) -> dict[str, Run]:
     runs = {"plain": make_run(root / "runs", "plain", sets={"training.eta": 0.5})}
     sweep = root / "runs" / "etas-20250101-000000"
     sweep.mkdir(parents=True)
-    (sweep / MANIFEST).write_text("{}")  # a sweep directory to readers of runs
     runs["p1"] = as_point(make_run(sweep, "p", sets={"training.eta": 0.1, "training.monitor_layer_speed": 100},
                                    seed=1, val=[0.6, 0.7, 0.65, 0.7]), "eta=0.1")
     with_layer_speeds(runs["p1"], [[0.5, 0.125], [0.25, 0.0625], [0.2, 0.05], [0.1, 0.03]])
@@ -132,6 +131,7 @@ def made_runs(root: Path) -> dict[str, Run]:
                                    status="diverged"), "eta=3.0")
     runs["stopped"] = make_run(root / "runs", "stopped", sets={"training.eta": 0.5}, val=[0.5, 0.55],
                                status="interrupted")
+    write_manifest(sweep)  # a sweep directory to readers of runs, listing its points
     return runs
 
 
