@@ -6,6 +6,7 @@
       metrics.jsonl        one JSON object per completed epoch
       summary.json         status, best epoch, accuracies, timings (rewritten every epoch)
       train.log            the plain per-epoch lines the command printed
+      notes.json           why the run exists: a note and tags (changed any time, never the experiment)
       checkpoints/best.npz parameters at the best-validation epoch
       checkpoints/last.npz parameters + optimiser/RNG/loop state after the last epoch
       tensorboard/         TensorBoard event files (--tensorboard), rewritten from metrics.jsonl
@@ -453,6 +454,26 @@ class Run:
             return {}
         return record if isinstance(record, dict) else {}
 
+    # --- notes and tags: what a person says about the run, kept out of its config -------------
+
+    def read_notes(self) -> "Notes":
+        """The run's note and tags; empty where there are none. They are not part of the
+        config, so adding one never changes the experiment, its label or its reference. A
+        damaged notes.json reads as empty rather than failing: it informs, like env.json."""
+        try:
+            record = json.loads((self.path / NOTES).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return Notes()
+        if not isinstance(record, dict):
+            return Notes()
+        note = record.get("note")
+        tags = record.get("tags")
+        return Notes(note if isinstance(note, str) else "",
+                     tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ())
+
+    def write_notes(self, notes: "Notes") -> None:
+        atomic_write_text(self.path / NOTES, to_json({"note": notes.note, "tags": list(notes.tags)}))
+
     def add_resume_to_env(self, env: dict) -> None:
         """Record a resume beside the original environment, which stays as it was."""
         record = self.read_env()  # damaged: a fresh record rather than a failure
@@ -636,6 +657,33 @@ class Run:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise RunDirError(f"checkpoint {path} is damaged and was not loaded ({exc})") from None
         return params, meta, state
+
+
+NOTES = "notes.json"
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}")
+
+
+@dataclass(frozen=True)
+class Notes:
+    """Why a run exists: free text and short tags (``baseline``, ``ch3``, ``keep``)."""
+
+    note: str = ""
+    tags: tuple[str, ...] = ()
+
+    def tagged(self, add: list[str] = (), remove: list[str] = ()) -> "Notes":
+        """These notes with `add` tags added (in order, once each) and `remove` removed."""
+        tags = [t for t in self.tags if t not in remove]
+        tags += [t for t in dict.fromkeys(add) if t not in tags]
+        return Notes(self.note, tuple(tags))
+
+
+def check_tag(tag: str) -> str:
+    """`tag` if it is a valid tag (letters, digits and `_.:-`, up to 40 characters, so it
+    reads in a table cell and in `--where tag=NAME`), else a UserError naming it."""
+    if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+        raise UserError(f"tag {tag!r}: use letters, digits and _ . : - (up to 40 characters), "
+                        "starting with a letter or digit")
+    return tag
 
 
 def is_finite_number(value) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 from nnexp.config import flatten
 from nnexp.errors import RunDirError, UserError
-from nnexp.runs import MANIFEST, Run, Status, best_record, is_finite_number, is_sweep_dir
+from nnexp.runs import MANIFEST, Notes, Run, Status, best_record, is_finite_number, is_sweep_dir
 from nnexp.sweep import read_manifest
 
 METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
@@ -38,6 +38,7 @@ class RunRecord:
     status: Status
     values: dict[str, float | int | None]  # one per METRICS
     sweep: str | None = None  # the name of the sweep directory the run is a point of, if any
+    notes: Notes = Notes()  # the run's note and tags (notes.json)
 
     @property
     def name(self) -> str:
@@ -87,7 +88,8 @@ def read_run(path: str | Path) -> RunRecord:
             values.update(best_epoch=None, best_validation_accuracy=None, test_accuracy=None)
     values = {k: _number(v) for k, v in values.items()}
     sweep = run.path.parent.name if is_sweep_dir(run.path.parent) else None
-    return RunRecord(run, config, flatten(config), summary, metrics, status, values, sweep)
+    return RunRecord(run, config, flatten(config), summary, metrics, status, values, sweep,
+                     run.read_notes())
 
 
 _GLOB_CHARS = set("*?[")
