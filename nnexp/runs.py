@@ -306,14 +306,17 @@ class Run:
     @staticmethod
     def is_blank(path: str | os.PathLike) -> bool:
         """Whether `path` holds nothing a run wrote: it is missing, or holds only what `Run.at`
-        makes (an empty checkpoints/), the lock, and temporaries a killed write left. A folder
-        with more than that but no config.yaml lost its config: it is damaged, and a run started
-        in it would append new epochs to the old ones."""
+        makes (an empty checkpoints/), the lock, its notes (written as it is made, before its
+        config), and temporaries a killed write left. A folder with more than that but no
+        config.yaml lost its config: it is damaged, and a run started in it would append new
+        epochs to the old ones."""
         path = Path(path)
         if not path.is_dir():
             return not path.exists()
         for child in path.iterdir():
             if child.name == ".lock" or (temporary_target(child.name) is not None and child.is_file()):
+                continue
+            if child.name == NOTES and child.is_file():  # nnexp.train(note=...) writes them first
                 continue
             if child.name == "checkpoints" and child.is_dir() and not any(child.iterdir()):
                 continue

@@ -329,11 +329,12 @@ def read_sweep_file(path: str | Path, *, sets: list[str], grid: dict[str, list],
     return grid_plan(sweep_name, bases, {**file_grid, **grid}, chosen_seeds)
 
 
-def plan_sweep(target: str | Path, *, sets: list[str], grid: list[str], seeds: str | None,
-               name: str | None) -> Plan:
+def plan_sweep(target: str | Path, *, sets: list[str], grid: list[str] | dict[str, list],
+               seeds: str | int | list | None, name: str | None) -> Plan:
     """`nnexp sweep TARGET --grid ... --seeds ... --set ...`: the plan of a sweep file, or of
-    one config's grid x seeds."""
-    grid_values = parse_grid(grid)
+    one config's grid x seeds. `grid` is --grid's KEY=V1,V2 strings, or (from Python) the
+    values already: {key: [values]}."""
+    grid_values = dict(grid) if isinstance(grid, dict) else parse_grid(grid)
     if is_sweep_file(target):
         return read_sweep_file(target, sets=sets, grid=grid_values, seeds=seeds, name=name)
     base = load_base(target, sets)
