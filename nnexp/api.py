@@ -368,8 +368,14 @@ def train(config: str | Path | Mapping, *, epochs: int | None = None, eta: float
     if note or tag_list:
         run.write_notes(Notes(note or "", tag_list))
     with _reporter(kind, run, cfg) as reporter:
-        summary = lifecycle.execute(exp, run, lifecycle.Intent.START, reporter,
-                                    deadline=lifecycle.deadline_after(time_limit_minutes))
+        try:
+            summary = lifecycle.execute(exp, run, lifecycle.Intent.START, reporter,
+                                        deadline=lifecycle.deadline_after(time_limit_minutes))
+        except BaseException:  # diverged, interrupted: the display says how the run ended, then the error
+            if isinstance(reporter, NotebookReporter):
+                with contextlib.suppress(UserError, OSError):
+                    reporter.finish(run.read_summary() or {"status": "failed"})
+            raise
         if isinstance(reporter, NotebookReporter):
             reporter.finish(summary)
     return TrainedRun.of(read_run(run.path))

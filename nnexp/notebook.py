@@ -155,7 +155,8 @@ class NotebookReporter(SilentReporter):
             self.outcome = (f"{status}: best validation {pct(summary.get('best_validation_accuracy'))} at epoch "
                             f"{summary['best_epoch']}, test {pct(summary.get('test_accuracy'))}")
         else:
-            self.outcome = f"{status}: {summary.get('stop_reason') or 'no epoch completed'}"
+            reason = summary.get("stop_reason")
+            self.outcome = f"{status}: {reason}" if reason else str(status)
         self._draw()
 
     # what is shown

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import nnexp
 from nnexp import notebook
 from nnexp.cli import app
-from nnexp.errors import ConfigError, UserError
+from nnexp.errors import ConfigError, RunFailed, UserError
 from nnexp.runs import Notes, Run
 
 from conftest import needs_mnist
@@ -322,3 +322,17 @@ def test_sweep_runs_the_grid_and_returns_a_row_per_point(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="did you mean 'eta'"):
         nnexp.sweep(write(tmp_path), grid={"etaa": [0.1]}, runs_dir=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+@needs_mnist
+def test_a_config_mapping_trains_and_a_diverged_run_ends_its_display_so(tmp_path, monkeypatch):
+    shown = FakeDisplay()
+    monkeypatch.setattr(notebook, "ipython_show", shown)
+    diverging = {"name": "diverge", "data": {"train_size": 200}, "model": {"init": "large", "layers": [
+        {"type": "dense", "units": 30, "activation": "linear"}, {"type": "softmax", "units": 10}]},
+        "training": {"epochs": 3}}
+    with pytest.raises(RunFailed, match="diverged"):
+        nnexp.train(diverging, eta=1e6, runs_dir=tmp_path / "runs", progress="notebook")
+    assert shown.shown[-1][1].splitlines()[-1].startswith("diverged")
+    (path,) = (tmp_path / "runs").iterdir()
+    assert path.name.startswith("diverge-") and Run(path).read_summary()["status"] == "diverged"
