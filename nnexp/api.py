@@ -72,7 +72,8 @@ class Table(list):
 
     def _repr_html_(self) -> str:
         columns = [c for c in dict.fromkeys(k for row in self for k in row) if c not in ("runs", "seeds")]
-        return f"<p>{html.escape(self.title)}: {len(self)} row{'s' * (len(self) != 1)}</p>" + html_table(list(self), columns)
+        said = f"{html.escape(self.title)}: {len(self)} row{'s' * (len(self) != 1)}"
+        return f"<p>{said}</p>" + html_table(list(self), columns)
 
 
 @dataclass(frozen=True, repr=False)

@@ -262,7 +262,8 @@ def test_runs_lists_filters_and_tabulates(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no run has a key 'training.etaa'"):
         nnexp.runs("runs", where="training.etaa=1")
     rows = listed.rows()
-    assert rows[1]["id"] == b.name and rows[1]["best_validation_accuracy"] == 0.95 and rows[1]["test_accuracy"] == 0.96
+    assert rows[1]["id"] == b.name and rows[1]["best_validation_accuracy"] == 0.95
+    assert rows[1]["test_accuracy"] == 0.96
     assert rows[1]["note"] == "larger eta" and rows[1]["tags"] == ["study"] and rows[1]["status"] == "completed"
     assert rows[1]["epochs_run"] == 2 and rows[3]["status"] == "diverged"
     assert [r["training.eta"] for r in rows] == [0.1, 0.5, 0.5, 2.5] and [r["seed"] for r in rows] == [0, 0, 1, 0]

@@ -20,6 +20,7 @@ from conftest import needs_mnist
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "study.ipynb"
 KERNEL = "nnexp-test"
+EXTRA_MISSING = 'the notebook extra is not installed: pip install -e ".[notebook]"'
 
 
 def test_the_notebook_is_stored_without_outputs():
@@ -43,10 +44,10 @@ def _texts(nb) -> list[str]:
 
 @needs_mnist
 def test_study_notebook_runs_headless_and_shows_its_runs(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat", reason='the notebook extra is not installed: pip install -e ".[notebook]"')
-    nbclient = pytest.importorskip("nbclient", reason='the notebook extra is not installed: pip install -e ".[notebook]"')
-    pytest.importorskip("ipykernel", reason='the notebook extra is not installed: pip install -e ".[notebook]"')
-    pytest.importorskip("pandas", reason='the notebook extra is not installed: pip install -e ".[notebook]"')
+    nbformat = pytest.importorskip("nbformat", reason=EXTRA_MISSING)
+    nbclient = pytest.importorskip("nbclient", reason=EXTRA_MISSING)
+    pytest.importorskip("ipykernel", reason=EXTRA_MISSING)
+    pytest.importorskip("pandas", reason=EXTRA_MISSING)
     # A kernel of this very interpreter, declared in tmp_path: nothing is installed for the
     # user, and the kernel imports the nnexp under test (its checkout first on the path).
     spec = tmp_path / "jupyter" / "kernels" / KERNEL
