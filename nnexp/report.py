@@ -622,8 +622,10 @@ function bestEpoch(row) {  // the run's best-validation epoch; a group's: its me
   return at;
 }
 function traces(chart, first) {
-  const out = [], scale = chart.percent ? 100 : 1, fmt = chart.percent ? ":.2f" : ":.4g";
-  const unit = chart.percent ? "%" : "";
+  // one curve per row (a group's mean, over its min-max band), and one trace of stars: the
+  // rows' best-validation epochs (a marker per point of every curve would cost thousands of nodes)
+  const out = [], stars = [], scale = chart.percent ? 100 : 1, fmt = chart.percent ? ":.2f" : ":.4g";
+  const unit = chart.percent ? "%" : "", what = chart.title.replace(/ \(.*\)$/, "");
   D.rows.forEach((row, r) => {
     const best = bestEpoch(row);
     const layers = chart.key === "layer_speed" ? Math.max(0, ...row.runs.map(k =>
@@ -642,22 +644,31 @@ function traces(chart, first) {
                   fill: "toself", fillcolor: colour(r, 0.16), line: {width: 0}, hoverinfo: "skip", showlegend: false,
                   legendgroup: row.id, visible: vis, type: "scatter", mode: "lines", meta: {row: r, kind: "band"}});
       }
-      const isBest = a.x.map(e => e === best && chart.key !== "layer_speed");
-      const small = a.x.length < 30 ? 5 : 0;
+      const at = chart.key === "layer_speed" ? -1 : a.x.indexOf(best);
+      if (at >= 0) stars.push({row: r, x: a.x[at], y: a.mean[at] * scale, name: name, colour: colour(r, 1)});
       out.push({
-        type: "scatter", mode: "lines+markers", x: a.x, y: a.mean.map(v => v * scale), name: name,
-        legendgroup: row.id, showlegend: first && L === 0, visible: vis,
+        type: "scatter", mode: a.x.length < 30 ? "lines+markers" : "lines", x: a.x, y: a.mean.map(v => v * scale),
+        name: name, legendgroup: row.id, showlegend: first && L === 0, visible: vis,
         line: {color: colour(r, 1), width: 1.8, dash: ["solid", "dash", "dot", "dashdot"][L % 4]},
-        marker: {color: colour(r, 1), size: isBest.map(b => b ? 13 : small), symbol: isBest.map(b => b ? "star" : "circle")},
-        customdata: a.x.map((e, i) => [a.min[i] * scale, a.max[i] * scale, a.n[i],
-                                       isBest[i] ? "<br>★ best validation epoch" : ""]),
-        hovertemplate: "<b>%{fullData.name}</b><br>epoch %{x}<br>" + chart.title.replace(/ \(.*\)$/, "") + " %{y" + fmt + "}" + unit +
+        marker: {color: colour(r, 1), size: 5},
+        customdata: group ? a.x.map((e, i) => [a.min[i] * scale, a.max[i] * scale, a.n[i]]) : undefined,
+        hovertemplate: "<b>%{fullData.name}</b><br>epoch %{x}<br>" + what + " %{y" + fmt + "}" + unit +
           (group ? "<br>mean of %{customdata[2]}, min–max %{customdata[0]" + fmt + "}–%{customdata[1]" + fmt + "}" + unit : "") +
-          "%{customdata[3]}<extra></extra>",
+          "<extra></extra>",
         meta: {row: r, kind: chart.key === "layer_speed" ? "speed" : "curve"}});
     }
   });
+  if (stars.length) {
+    out.push(Object.assign({type: "scatter", mode: "markers", name: "best validation epoch", showlegend: false,
+      hovertemplate: "<b>%{text}</b><br>epoch %{x}: best validation<br>" + what + " %{y" + fmt + "}" + unit + "<extra></extra>",
+      meta: {kind: "best", stars: stars}}, starPoints(stars)));
+  }
   return out;
+}
+function starPoints(stars) {  // the stars of the rows shown
+  const shown = stars.filter(s => !hidden.has(D.rows[s.row].id));
+  return {x: shown.map(s => s.x), y: shown.map(s => s.y), text: shown.map(s => s.name),
+          marker: {symbol: "star", size: 13, color: shown.map(s => s.colour), line: {width: 0.5, color: "#333"}}};
 }
 function setHidden(id, hide) {
   if (hide) hidden.add(id); else hidden.delete(id);
@@ -665,6 +676,11 @@ function setHidden(id, hide) {
     const idx = [];
     gd.data.forEach((t, j) => { if (t.legendgroup === id) idx.push(j); });
     if (idx.length) Plotly.restyle(gd, {visible: hide ? "legendonly" : true}, idx);
+    const s = gd.data.findIndex(t => t.meta && t.meta.kind === "best");
+    if (s >= 0) {
+      const p = starPoints(gd.data[s].meta.stars);
+      Plotly.restyle(gd, {x: [p.x], y: [p.y], text: [p.text], marker: [p.marker]}, [s]);
+    }
   }
   markRows();
 }
@@ -680,6 +696,7 @@ async function loadPlotly() {
 }
 async function draw() {
   await loadPlotly();
+  window.nnexpPlotlyAt = performance.now();  // with nnexpDrawnAt: where a page's load time goes
   const box = document.getElementById("charts");
   const drawn = D.charts.map((chart, c) => {
     const div = document.createElement("div");

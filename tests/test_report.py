@@ -348,7 +348,7 @@ def _open(browser, path: Path, **context):
 
 def _traces(page) -> dict:
     return page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll('#charts .chart'))
-        .map(gd => [gd.dataset.key, gd.data.map(t => ({name: t.name, kind: t.meta.kind, row: t.meta.row,
+        .map(gd => [gd.dataset.key, gd.data.map(t => ({name: t.name, kind: t.meta.kind, row: t.meta.row === undefined ? null : t.meta.row,
                                                         visible: t.visible, x: t.x, y: t.y}))]))""")
 
 
@@ -374,9 +374,13 @@ def test_page_draws_one_curve_per_row_without_errors(browser, pages):
                 assert [t["row"] for t in curves] == having, (name, key)
                 assert [t["name"] for t in curves] == [labels[i] for i in having]
             bands = [t for t in charts["validation_accuracy"] if t["kind"] == "band"]
-            if name == "single":
-                assert len(charts["validation_accuracy"]) == len(compared) == 5  # one trace per run
+            stars = [t for t in charts["validation_accuracy"] if t["kind"] == "best"]
+            if name == "single":  # one curve per run, and one trace of the runs' best epochs
+                assert len(charts["validation_accuracy"]) == len(compared) + 1 == 6
                 assert bands == []
+                assert stars[0]["x"] == [c["best_epoch"] for c in compared if c["best_epoch"] is not None]
+                assert stars[0]["y"] == pytest.approx([100 * c["best_validation_accuracy"] for c in compared
+                                                       if c["best_epoch"] is not None])
             else:  # the two seeds of η 1.0: a mean line and its min-max band
                 group = next(i for i, row in enumerate(compared) if row["n"] == 2)
                 assert [b["row"] for b in bands] == [group]
@@ -445,11 +449,13 @@ def test_legend_click_hides_a_row_in_every_chart(browser, pages):
             .every(gd => gd.data.filter(t => t.meta.row === 0).every(t => t.visible === 'legendonly'))""", timeout=10_000)
         charts = _traces(page)
         for traces in charts.values():
-            assert all(t["visible"] is True for t in traces if t["row"] != 0)
+            assert all(t["visible"] is True for t in traces if t["row"] != 0 and t["kind"] != "best")
+        stars = [t for t in charts["validation_accuracy"] if t["kind"] == "best"][0]
+        assert len(stars["x"]) == len(page_data(path.read_text())["rows"]) - 1  # its star is gone too
         assert "off" in page.locator("#compare tbody tr").first.get_attribute("class")
         first.click()
         page.wait_for_function("""() => Array.from(document.querySelectorAll('#charts .chart'))
-            .every(gd => gd.data.every(t => t.visible === true))""", timeout=10_000)
+            .every(gd => gd.data.every(t => t.visible === true || t.visible === undefined))""", timeout=10_000)
         assert problems == []
     finally:
         page.context.close()
