@@ -466,7 +466,7 @@ table{border-collapse:collapse}#compare{font-size:13px;margin-bottom:8px}
 #compare th.asc::after{content:" \\25B2"}#compare th.desc::after{content:" \\25BC"}
 #compare td:first-child,#compare th:first-child{text-align:left;min-width:180px;max-width:360px}
 #compare{width:max-content}#compare .text{text-align:left}#compare td.text{white-space:normal}
-#compare td.text>div{max-width:24em;overflow-wrap:break-word}
+#compare td.text>div{max-width:36em;overflow-wrap:break-word}
 #compare tr.off td:first-child a{color:#999;text-decoration:line-through}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:8px}
 .chart{height:360px;border:1px solid #eee}.chart.wide{grid-column:1/-1;height:440px}
@@ -626,6 +626,8 @@ function traces(chart, first) {
   // rows' best-validation epochs (a marker per point of every curve would cost thousands of nodes)
   const out = [], stars = [], scale = chart.percent ? 100 : 1, fmt = chart.percent ? ":.2f" : ":.4g";
   const unit = chart.percent ? "%" : "", what = chart.title.replace(/ \(.*\)$/, "");
+  // dots on every curve where all are short (a one-epoch run still shows), else on none
+  const dots = Math.max(0, ...D.runs.map(run => (run.metrics.epoch || []).length)) < 30;
   D.rows.forEach((row, r) => {
     const best = bestEpoch(row);
     const layers = chart.key === "layer_speed" ? Math.max(0, ...row.runs.map(k =>
@@ -645,9 +647,10 @@ function traces(chart, first) {
                   legendgroup: row.id, visible: vis, type: "scatter", mode: "lines", meta: {row: r, kind: "band"}});
       }
       const at = chart.key === "layer_speed" ? -1 : a.x.indexOf(best);
-      if (at >= 0) stars.push({row: r, x: a.x[at], y: a.mean[at] * scale, name: name, colour: colour(r, 1)});
+      if (at >= 0) stars.push({row: r, x: a.x[at], y: a.mean[at] * scale, name: name, colour: colour(r, 1),
+                               what: group ? "best mean validation" : "best validation"});
       out.push({
-        type: "scatter", mode: a.x.length < 30 ? "lines+markers" : "lines", x: a.x, y: a.mean.map(v => v * scale),
+        type: "scatter", mode: dots ? "lines+markers" : "lines", x: a.x, y: a.mean.map(v => v * scale),
         name: name, legendgroup: row.id, showlegend: first && L === 0, visible: vis,
         line: {color: colour(r, 1), width: 1.8, dash: ["solid", "dash", "dot", "dashdot"][L % 4]},
         marker: {color: colour(r, 1), size: 5},
@@ -660,14 +663,14 @@ function traces(chart, first) {
   });
   if (stars.length) {
     out.push(Object.assign({type: "scatter", mode: "markers", name: "best validation epoch", showlegend: false,
-      hovertemplate: "<b>%{text}</b><br>epoch %{x}: best validation<br>" + what + " %{y" + fmt + "}" + unit + "<extra></extra>",
+      hovertemplate: "<b>%{text}</b><br>epoch %{x}: %{customdata}<br>" + what + " %{y" + fmt + "}" + unit + "<extra></extra>",
       meta: {kind: "best", stars: stars}}, starPoints(stars)));
   }
   return out;
 }
 function starPoints(stars) {  // the stars of the rows shown
   const shown = stars.filter(s => !hidden.has(D.rows[s.row].id));
-  return {x: shown.map(s => s.x), y: shown.map(s => s.y), text: shown.map(s => s.name),
+  return {x: shown.map(s => s.x), y: shown.map(s => s.y), text: shown.map(s => s.name), customdata: shown.map(s => s.what),
           marker: {symbol: "star", size: 13, color: shown.map(s => s.colour), line: {width: 0.5, color: "#333"}}};
 }
 function setHidden(id, hide) {
@@ -679,7 +682,7 @@ function setHidden(id, hide) {
     const s = gd.data.findIndex(t => t.meta && t.meta.kind === "best");
     if (s >= 0) {
       const p = starPoints(gd.data[s].meta.stars);
-      Plotly.restyle(gd, {x: [p.x], y: [p.y], text: [p.text], marker: [p.marker]}, [s]);
+      Plotly.restyle(gd, {x: [p.x], y: [p.y], text: [p.text], customdata: [p.customdata], marker: [p.marker]}, [s]);
     }
   }
   markRows();
