@@ -584,7 +584,8 @@ function markRows() {
   for (const r of tbody.rows) r.classList.toggle("off", hidden.has(D.rows[+r.dataset.row].id));
 }
 markRows();
-if (D.watch) {
+function reloadLater() {  // while watched: reload, keeping what the reader changed, once the page is drawn
+  if (!D.watch) return;
   setTimeout(() => {
     try {
       sessionStorage.setItem(STATE, JSON.stringify({
@@ -721,6 +722,7 @@ async function draw() {
   window.nnexpDrawnAt = performance.now();
   window.nnexpReady = true;
   if (saved && saved.scroll) window.scrollTo(saved.scroll[0], saved.scroll[1]);
+  reloadLater();  // counted from here: a slow page is still drawn before it reloads
 }
 draw().catch(err => {
   const p = document.getElementById("plot-error");
@@ -728,6 +730,7 @@ draw().catch(err => {
   p.textContent = "The charts could not be drawn in this browser (" + err + "); the table and the runs below hold every number.";
   window.nnexpReady = true;
   console.error(err);
+  reloadLater();
 });
 })();
 """

@@ -596,3 +596,29 @@ def test_a_sweep_being_run_keeps_the_watch_live(tmp_path):
     assert report.build(opts).live is False
     with Run(sweep).lock():
         assert report.build(opts).live is True
+
+
+def test_live_page_reloads_itself_keeping_what_was_hidden(browser, tmp_path):
+    """While watched, the page reloads itself; rows hidden by a legend click stay hidden, and
+    the scroll position and the filter stay as they were."""
+    runs = mixed_runs(tmp_path / "runs")
+    live = make_run(runs, "live", val=[0.7, 0.8], status="running")
+    out = tmp_path / "live.html"
+    with live.lock():
+        report.write(report.Options([str(runs)]), out, watch=3)
+    assert page_data(out.read_text())["watch"] == 3
+    page, problems, _ = _open(browser, out)
+    try:
+        page.locator("#charts .chart[data-key=validation_accuracy] .legend .traces").first.click()
+        page.fill("#filter", "completed")
+        page.evaluate("window.scrollTo(0, 400); window.beforeReload = true")
+        page.wait_for_function("window.beforeReload === undefined && window.nnexpReady === true", timeout=30_000)
+        assert page.evaluate("""() => document.querySelector('#charts .chart').data
+            .filter(t => t.meta.row === 0).every(t => t.visible === 'legendonly')""")
+        assert page.evaluate("""() => document.querySelector('#charts .chart').data
+            .filter(t => t.meta.row === 1).every(t => t.visible === true)""")
+        assert page.input_value("#filter") == "completed"
+        assert abs(page.evaluate("window.scrollY") - 400) < 2
+        assert problems == []
+    finally:
+        page.context.close()
