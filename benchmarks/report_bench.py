@@ -88,13 +88,39 @@ def line(what: str, value: float, unit: str, target: float) -> None:
     print(f"{what:<52} {value:8.2f} {unit:<3} (target <= {target:g} {unit}: {verdict})")
 
 
-def load_time(browser, path: Path) -> tuple[float, float]:
-    """(seconds from navigation start until every chart is drawn, of which until Plotly had started)."""
+def _descendants_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's descendants still alive: the
+    Playwright driver and the Chromium it started (read from /proc; 0 where there is none)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, times = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], times[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in mine} - mine
+        grew = bool(more)
+        mine |= more
+    return sum(times[pid] for pid in mine if pid != os.getpid())
+
+
+def load_time(browser, path: Path) -> tuple[float, float, float, float]:
+    """(seconds from navigation start until every chart is drawn, of which until Plotly had
+    started, the CPU seconds the browser's processes spent meanwhile, and the seconds until
+    the table and panels were there: the document parsed, before any chart)."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     try:
+        before = _descendants_cpu()
         page.goto(path.as_uri())
         page.wait_for_function("window.nnexpReady === true", timeout=120_000)
-        return page.evaluate("window.nnexpDrawnAt") / 1000, page.evaluate("window.nnexpPlotlyAt") / 1000
+        cpu = _descendants_cpu() - before
+        table = page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd") / 1000
+        return (page.evaluate("window.nnexpDrawnAt") / 1000, page.evaluate("window.nnexpPlotlyAt") / 1000, cpu,
+                table)
     finally:
         page.close()
 
@@ -171,9 +197,10 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
                 for what, path in (("seeds pooled", out), ("--no-group", single)):
-                    drawn, started = min(load_time(browser, path) for _ in range(3))
+                    drawn, started, cpu, table = min(load_time(browser, path) for _ in range(3))
                     line(f"load: every chart drawn, {what} (best of 3)", drawn, "s", 2)
-                    print(f"  of which until Plotly's JavaScript had run: {started:.2f} s")
+                    print(f"  the table there after {table:.2f} s; Plotly's JavaScript run after {started:.2f} s; "
+                          f"CPU time of the browser's processes: {cpu:.2f} s")
                 delays = live_delay(browser, runs_dir, made[0], work / "live.html", args.epochs)
                 line(f"live: appended epoch on the page, --watch 2 (median of {len(delays)})",
                      statistics.median(delays), "s", 5)

@@ -435,13 +435,14 @@ def watch(opts: Options, out: str | Path, every: float, on_write: Callable[[Repo
     count = 0
     try:
         while True:
+            started = time.monotonic()
             report = write(opts, out, watch=every, cache=cache)
             count += 1
             if on_write is not None:
                 on_write(report, count)
             if not report.live:  # written without reloading already
                 return report
-            sleep(every)
+            sleep(max(every - (time.monotonic() - started), 0.1 * every))  # a write every `every` seconds
     except KeyboardInterrupt:
         try:
             report = write(opts, out, watch=None, cache=cache)
@@ -584,7 +585,9 @@ function markRows() {
   for (const r of tbody.rows) r.classList.toggle("off", hidden.has(D.rows[+r.dataset.row].id));
 }
 markRows();
-function reloadLater() {  // while watched: reload, keeping what the reader changed, once the page is drawn
+function reloadLater() {
+  // while watched: reload, keeping what the reader changed, a period after the page started
+  // loading (the watcher writes as often), but never before it is drawn and a second shown
   if (!D.watch) return;
   setTimeout(() => {
     try {
@@ -594,7 +597,7 @@ function reloadLater() {  // while watched: reload, keeping what the reader chan
         open: Array.from(document.querySelectorAll("details.run[open]")).map(d => d.id)}));
     } catch (e) {}
     location.reload();
-  }, D.watch * 1000);
+  }, Math.max(D.watch * 1000 - performance.now(), 1000));
 }
 
 // --- the charts --------------------------------------------------------------------------------
