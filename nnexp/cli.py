@@ -566,12 +566,17 @@ def report_runs(
         ensemble: Annotated[bool, typer.Option(
             "--ensemble", help="Also show the test images the runs' majority vote gets wrong (loads every "
                                "network and the test set).")] = False,
-        sort: Annotated[str, typer.Option(help="As compare's --sort.")] = cmp.DEFAULT_SORT,
+        sort: Annotated[str, typer.Option(
+            help="The table's first order, as compare's --sort: a header, short name or config key.")]
+        = cmp.DEFAULT_SORT,
         descending: Annotated[Optional[bool], typer.Option(
-            "--desc/--asc", help="As compare's.", show_default=False)] = None,
+            "--desc/--asc", help="Sort order, as compare's.", show_default=False)] = None,
         group: Annotated[bool, typer.Option(help="Pool runs that differ only in seed into one row.")] = True,
-        where: Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="As compare's.")] = None,
-        status: Annotated[Optional[list[str]], typer.Option(help="As compare's.")] = None,
+        where: Annotated[Optional[list[str]], typer.Option(
+            metavar="KEY=VALUE", help="Only runs where a config key, metric or status has a value; also !=, <, >, "
+                                      "<=, >= (repeatable), as compare's.")] = None,
+        status: Annotated[Optional[list[str]], typer.Option(
+            help="Only runs with this status (repeatable).")] = None,
         last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None,
         checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None) -> None:
     """One self-contained HTML page of runs: compare's table, interactive learning curves, configs; prints its path."""

@@ -705,6 +705,7 @@ async function draw() {
   await loadPlotly();
   window.nnexpPlotlyAt = performance.now();  // with nnexpDrawnAt: where a page's load time goes
   const box = document.getElementById("charts");
+  const longest = Math.max(0, ...D.runs.map(run => Math.max(0, ...(run.metrics.epoch || []))));
   const drawn = D.charts.map((chart, c) => {
     const div = document.createElement("div");
     div.className = "chart" + (c === 0 ? " wide" : "");
@@ -713,7 +714,8 @@ async function draw() {
     charts.push(div);
     const layout = {
       title: {text: chart.title, font: {size: 14}}, margin: {l: 60, r: 10, t: 36, b: 40}, hovermode: "closest",
-      xaxis: {title: {text: "epoch"}, rangemode: "tozero", tickformat: "d"},
+      // epochs are whole numbers: a tick per epoch on short runs, auto (whole) ticks on long ones
+      xaxis: {title: {text: "epoch"}, rangemode: "tozero", tickformat: "d", dtick: longest <= 10 ? 1 : undefined},
       yaxis: {type: chart.log ? "log" : "linear", exponentformat: "power"},
       showlegend: c === 0, legend: {font: {size: 11}}, uirevision: "keep"};
     return Plotly.newPlot(div, traces(chart, c === 0), layout, {displaylogo: false, responsive: true}).then(gd => {
