@@ -21,6 +21,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from nnexp import __version__, batch, executors, lifecycle, tblog
+from nnexp import report
 from nnexp import backends as registry
 from nnexp import compare as cmp
 from nnexp import config as configs
@@ -580,8 +581,6 @@ def report_runs(
         last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None,
         checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None) -> None:
     """One self-contained HTML page of runs: compare's table, interactive learning curves, configs; prints its path."""
-    from nnexp import report  # lazily: plotly's JavaScript is read only here
-
     report.require()
     output = report.check_output(output)
     opts = report.Options(runs, sort=sort, descending=descending, group=group, where=where or [],

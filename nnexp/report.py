@@ -51,6 +51,7 @@ from nnexp.fileio import atomic_write_text
 from nnexp.render import _left_aligned, human_table
 from nnexp.runs import Run, is_finite_number
 from nnexp.runset import RunRecord
+from nnexp.training import STOP_REASONS  # the loop's words for why a run stopped -> people's
 
 MISSING = 'the HTML report needs plotly: pip install "nnexp[report]"'
 LOG_RATIO = 100  # as plots.LOG_RATIO: curves' typical values this many times apart get a log axis
@@ -177,8 +178,6 @@ def _sort_value(header: str, cell: str, machine: dict) -> float | str | None:
 
 
 def _stop_reason(record: RunRecord) -> str | None:
-    from nnexp.training import STOP_REASONS  # the loop's words -> people's
-
     reason = (record.summary or {}).get("stop_reason")
     return None if reason is None else STOP_REASONS.get(reason, str(reason))
 
