@@ -310,9 +310,10 @@ def gather(opts: Options, cache: dict | None = None) -> tuple[dict, cmp.Comparis
 
 
 def _json_for_script(value: Any) -> str:
-    """JSON safe inside <script>: no `</` (which would end the element) and no `<!--`."""
+    """JSON safe inside <script>: every `<` escaped (`</script>` or `<!--` in a note would end or
+    confuse the element; `<` can only be inside a string, where \\u003c means the same)."""
     text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text.replace("<", "\\u003c")
 
 
 def _table(data: dict) -> str:

@@ -208,16 +208,18 @@ def test_run_panels_hold_config_env_notes_status(tmp_path):
     from nnexp.runs import Notes
 
     run = make_run(tmp_path, "shallow", sets={"training.eta": 0.25}, val=[0.9, 0.92])
-    run.write_notes(Notes("why: <b>a baseline</b>", ("baseline", "ch1")))
+    run.write_notes(Notes("why: <b>a baseline</b> </script><!-- <script>", ("baseline", "ch1")))
     run.write_env({"python": "3.11.9", "numpy": "1.26"})
     other = make_run(tmp_path, "shallow", sets={"training.eta": 0.5}, val=[0.9, 0.91], status="interrupted")
     text = write_report([str(tmp_path)], tmp_path / "r.html")
     data = page_data(text)
     mine = next(r for r in data["runs"] if r["name"] == run.name)
-    assert (mine["note"], mine["tags"], mine["env"]["python"]) == ("why: <b>a baseline</b>", ["baseline", "ch1"], "3.11.9")
+    assert (mine["note"], mine["tags"], mine["env"]["python"]) == ("why: <b>a baseline</b> </script><!-- <script>",
+                                                                   ["baseline", "ch1"], "3.11.9")
     assert mine["config"]["training.eta"] == "0.25" and mine["stop_reason"] == "all epochs run"
     assert next(r for r in data["runs"] if r["name"] == other.name)["status"] == "interrupted"
-    assert "why: &lt;b&gt;a baseline&lt;/b&gt;" in text  # a note is text, never markup
+    assert "why: &lt;b&gt;a baseline&lt;/b&gt; &lt;/script&gt;" in text  # a note is text, never markup
+    assert text.count("</script>") == 3  # the data's, Plotly's and the page's script: none from the note
     assert '<span class="tag">baseline</span>' in text and "3.11.9" in text
     assert data["watch"] is None  # no run trains: no reloading
 
