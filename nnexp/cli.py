@@ -21,6 +21,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from nnexp import __version__, batch, executors, lifecycle, tblog
+from nnexp import report
 from nnexp import backends as registry
 from nnexp import compare as cmp
 from nnexp import config as configs
@@ -553,6 +554,57 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
         detail = "" if same else f" (summary.json: {100 * recorded:.2f}%)"
         out.print(f"reproduces summary.json's test accuracy: {'yes' if same else 'no'}{detail}",
                   markup=False)
+
+
+@command("report")
+def report_runs(
+        runs: RunsArg,
+        output: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+        watch: Annotated[Optional[float], typer.Option(
+            "--watch", metavar="SECONDS", min=0.1,
+            help="Rewrite the file every SECONDS while any run or sweep trains, the page reloading itself; "
+                 "stops when none does, or on Ctrl-C.")] = None,
+        ensemble: Annotated[bool, typer.Option(
+            "--ensemble", help="Also show the test images the runs' majority vote gets wrong (loads every "
+                               "network and the test set).")] = False,
+        sort: Annotated[str, typer.Option(
+            help="The table's first order, as compare's --sort: a header, short name or config key.")]
+        = cmp.DEFAULT_SORT,
+        descending: Annotated[Optional[bool], typer.Option(
+            "--desc/--asc", help="Sort order, as compare's.", show_default=False)] = None,
+        group: Annotated[bool, typer.Option(help="Pool runs that differ only in seed into one row.")] = True,
+        where: Annotated[Optional[list[str]], typer.Option(
+            metavar="KEY=VALUE", help="Only runs where a config key, metric or status has a value; also !=, <, >, "
+                                      "<=, >= (repeatable), as compare's.")] = None,
+        status: Annotated[Optional[list[str]], typer.Option(
+            help="Only runs with this status (repeatable).")] = None,
+        last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None,
+        checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None) -> None:
+    """One self-contained HTML page of runs: compare's table, interactive learning curves, configs; prints its path."""
+    report.require()
+    output = report.check_output(output)
+    opts = report.Options(runs, sort=sort, descending=descending, group=group, where=where or [],
+                          status=status or [], last=last, ensemble=ensemble, checkpoint=checkpoint,
+                          data_dir=data_dir)
+    if watch is None:
+        print_warnings(report.write(opts, output).warnings)
+        out.print(str(output), markup=False)
+        return
+
+    seen = []  # epochs recorded at the last line printed: a line when they change, not every write
+
+    def written(made, count: int) -> None:
+        if count == 1:
+            print_warnings(made.warnings)
+            out.print(str(output), markup=False)  # at once: the page can be opened while it is live
+            sys.stdout.flush()
+        if not seen or seen[-1] != made.epochs or not made.live:
+            err.print(report.progress_line(made, output), markup=False)
+            seen.append(made.epochs)
+
+    made = report.watch(opts, output, watch, written)
+    err.print(f"stopped watching; {output} is complete, without reloading" if made.interrupted
+              else "no run or sweep is training any more: the report is final", markup=False)
 
 
 def _terminate(signum, frame) -> None:

@@ -391,7 +391,10 @@ class Run:
             lock.release()
             return False
         try:
-            with open(self.path / ".lock", "a+") as f:
+            # opened for reading, never created: asking must not write into a run that
+            # compare, report or a finished copy under results/ only reads. No .lock file
+            # means no trainer: `lock` creates it before it takes the lock.
+            with open(self.path / ".lock", "r") as f:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 fcntl.flock(f, fcntl.LOCK_UN)
                 return False
