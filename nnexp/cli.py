@@ -10,9 +10,9 @@ exit code 2; a run that failed (`RunFailed`) exits 1; Ctrl-C exits 130.
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -446,7 +446,7 @@ SORT_ALIASES = {
     "ours": "book_ours", "Δ": "book_difference", "diff": "book_difference", "delta": "book_difference",
     "verdict": "book_verdict", "epochs": "epochs_run", "best epoch": "best_epoch",
     "test min": "test_accuracy_min", "test max": "test_accuracy_max", "wall time": "wall_time_s",
-    "time": "wall_time_s", "backend/device": "backend", "point": "id", "notes": "note", "tag": "tags",
+    "time": "wall_time_s", "backend/device": "backend", "point": "id",
 }
 HIGHER_IS_BETTER = ("book", "book_ours")  # sorted best first, as the accuracies are
 
@@ -455,7 +455,8 @@ def sort_keys(comparison: Comparison) -> list[str]:
     """Every key `--sort` accepts as written: the output columns plus any config key of any run."""
     columns = list(machine_row(comparison.rows[0], comparison)) if comparison.rows else []
     config_keys = dict.fromkeys(k for row in comparison.rows for r in row.runs for k in r.flat)
-    return [k for k in dict.fromkeys([*columns, *config_keys]) if k not in ("runs", "seeds")]
+    # lists, and free text (what people said about a run is for --where tag=, not for ranking)
+    return [k for k in dict.fromkeys([*columns, *config_keys]) if k not in ("runs", "seeds", "note", "tags")]
 
 
 def sort_names(comparison: Comparison) -> dict[str, str]:

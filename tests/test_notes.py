@@ -429,11 +429,10 @@ def test_a_terminal_with_room_shows_the_notes_folded_in_their_cells(tmp_path, co
         assert not any(long in line for line in lines_of(text))  # folded, not on one line
 
 
-def test_sort_by_notes(tmp_path):
-    for name, note in (("a", "zebra"), ("b", "apple")):
-        make_run(tmp_path, name, sets={"training.eta": 0.1 if name == "a" else 0.2}).write_notes(Notes(note))
-    comparison, _ = cmp.compare([tmp_path], sort="notes")
-    assert [r.note for r in comparison.rows] == ["apple", "zebra"]
+def test_notes_are_no_sort_key(tmp_path):
+    noted_runs(tmp_path)
+    with pytest.raises(UserError, match="unknown sort key 'note'"):
+        cmp.compare([tmp_path], sort="note")
 
 
 def test_a_damaged_notes_file_reads_as_no_notes(tmp_path):
