@@ -601,7 +601,9 @@ def tag(args: Annotated[list[str], typer.Argument(
         runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Add or remove runs' tags (kept in notes.json, never in the config); prints each run's tags."""
     names, add, remove = tag_arguments(args)
-    paths, warnings = find_run_dirs([resolve_run(name, runs_dir) for name in names])
+    # an unknown name is an error here, not a warning as in compare: a tag meant for it would be lost
+    paths, warnings = find_run_dirs([name if set(name) & set("*?[") else resolve_run(name, runs_dir)
+                                     for name in names], runs_dir)
     print_warnings(warnings)
     for path in paths:
         run = Run.open(path)

@@ -141,6 +141,13 @@ def test_tag_and_note_take_ids(runs):
     assert unknown.exit_code == 2 and "did you mean 'deep-" in unknown.output and unknown.output.count("\n") == 1
 
 
+def test_tag_takes_globs_as_compare_does(runs):
+    result = cli("tag", f"{SWEEP}/ch3_l2,seed=*", "runs/deep*", "+picked")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 3 and all(line.endswith(": #picked") for line in result.stdout.splitlines())
+    assert Run(runs / SWEEP / "ch3_l2,seed=2").read_notes().tags == ("picked",)
+
+
 def test_tag_of_a_sweep_id_tags_its_points(runs):
     assert cli("tag", SWEEP, "+ch3").exit_code == 0
     assert all(Run(p).read_notes().tags == ("ch3",) for p in (runs / SWEEP).iterdir() if p.is_dir())
