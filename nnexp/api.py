@@ -35,7 +35,7 @@ from nnexp import sweep as sweeps
 from nnexp.config import SCHEMA
 from nnexp.errors import ConfigError, UserError
 from nnexp.notebook import NotebookReporter, NotebookSweepDisplay, html_table, in_notebook, pct
-from nnexp.runs import Notes, check_tag
+from nnexp.runs import Notes, notes_given
 from nnexp.runset import RunRecord, load_runs, read_run
 
 PANDAS_MISSING = 'to_pandas() needs pandas: pip install pandas (or pip install -e ".[notebook]")'
@@ -261,12 +261,6 @@ def _load_config(config: str | Path | Mapping, sets: list[str]) -> dict:
     return configs.load(config, sets)
 
 
-def _check_tags(tags: str | Iterable[str]) -> tuple[str, ...]:
-    if isinstance(tags, str):  # tags="baseline": one tag, not eight
-        tags = [tags]
-    return tuple(dict.fromkeys(check_tag(t) for t in tags))
-
-
 def _progress_kind(progress: Any) -> str | None:
     """"notebook", "terminal" or None (silent), for `progress=`."""
     if progress not in PROGRESS or isinstance(progress, int) and not isinstance(progress, bool):
@@ -362,12 +356,10 @@ def train(config: str | Path | Mapping, *, epochs: int | None = None, eta: float
     sets = _overrides("train", keywords, set, dotted, TRAIN_KEYWORDS)
     if note is not None and not isinstance(note, str):
         raise UserError(f"note={note!r}: expected a string")
-    tag_list = _check_tags(tags)
+    notes = notes_given(note, [tags] if isinstance(tags, str) else list(tags))  # tags="x": one tag, not one a letter
     kind = _progress_kind(progress)
     cfg = _load_config(config, sets)
-    exp, run = lifecycle.new_run(cfg, runs_dir, data_dir)
-    if note or tag_list:
-        run.write_notes(Notes(note or "", tag_list))
+    exp, run = lifecycle.new_run(cfg, runs_dir, data_dir, notes=notes)
     with _reporter(kind, run, cfg) as reporter:
         try:
             summary = lifecycle.execute(exp, run, lifecycle.Intent.START, reporter,

@@ -29,7 +29,7 @@ from nnexp.errors import ConfigError, NnexpError, RunDirError, RunFailed, UserEr
 from nnexp.executors import Executor, Task, keep_datasets
 from nnexp.lifecycle import Intent, config_change
 from nnexp.fileio import atomic_write_text, to_json
-from nnexp.runs import FINAL, MANIFEST, RETRYABLE, Run, Status, make_unique_dir
+from nnexp.runs import FINAL, MANIFEST, NOTES, RETRYABLE, Notes, Run, Status, make_unique_dir
 from nnexp.runset import read_run
 from nnexp.sweep import MANIFEST_FORMAT, Plan, Point, load_base, read_manifest, search_plan, selected
 from nnexp.training import DataCache, prepare
@@ -194,10 +194,13 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
 
 
 def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str, str],
-        on_event=None) -> dict[str, str]:
+        on_event=None, *, notes: Notes | None = None) -> dict[str, str]:
     """Run `todo` on `executor`, keeping the manifest's statuses current; returns them.
     `before` is each point's status as `tasks` found it. One process runs a sweep at a time:
     a second is refused, as a second trainer of a run is.
+
+    `notes` (--note, --tag) go to every point this call makes, written into its directory
+    before any point trains (`give_notes`); a point that already has a run or notes keeps its own.
 
     A manifest that cannot be written (a full disk) stops the executor as Ctrl-C does, every
     point at its last completed epoch: an error names the file and how to continue."""
@@ -233,9 +236,13 @@ def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str,
         sweep.status.update(before)  # what the run directories say, not what the manifest last did
         for task in todo:
             path = Path(task.run_dir)
+            mine = notes
             if task.intent == Intent.START and not Run.is_blank(path):
                 # started anew: the old run is kept aside, hidden, never deleted
-                Run(path).set_aside(str(before.get(task.point, Status.FAILED)))
+                aside = Run(path).set_aside(str(before.get(task.point, Status.FAILED)))
+                if (aside / NOTES).is_file():  # the same point, started over: why it exists still holds
+                    mine = Run(aside).read_notes()
+            give_notes(path, mine)
         save()  # the threads this sweep now runs with, before any point does
         try:
             executor.run(todo, handle)
@@ -246,6 +253,18 @@ def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str,
             if not unwritable:
                 save()
     return dict(sweep.status)
+
+
+def give_notes(path: Path, notes: Notes | None) -> None:
+    """Make the point directory `path` with `notes` in it, unless there is nothing to give or
+    it already holds a run or notes of its own (a continued sweep's points keep theirs)."""
+    if notes is None or (path / NOTES).exists() or not Run.is_blank(path):
+        return
+    run = Run.at(path)
+    try:
+        run.write_notes(notes)
+    except OSError as exc:
+        raise RunDirError(f"cannot write {path / NOTES}: {exc.strerror or exc}") from None
 
 
 def _worker_died(path: Path) -> bool:

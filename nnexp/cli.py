@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,7 +40,8 @@ from nnexp.progress import (SweepDisplay, epoch_reporter, print_outcome, print_r
                             print_trials)
 from nnexp.render import (backends_table, ensemble_table, err, gradcheck_table, out, plural, print_table,
                           print_warnings, render, table_width)
-from nnexp.runs import Run, is_sweep_dir
+from nnexp.runs import Notes, Run, is_sweep_dir, notes_given, tag_arguments
+from nnexp.runset import find_run_dirs, resolve_run
 from nnexp.training import prepare
 
 
@@ -126,7 +128,17 @@ TensorBoardOpt = Annotated[bool, typer.Option(
     "--tensorboard", help="Also write TensorBoard event files into each run directory as epochs end "
                           "(watch with: tensorboard --logdir runs); needs the tensorboard extra.")]
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)]
-RunArg = Annotated[Path, typer.Argument(help="A run directory.", show_default=False)]
+RunArg = Annotated[Path, typer.Argument(
+    help="A run directory, or its id as compare shows it (NAME, SWEEP/POINT, or the start of one).",
+    show_default=False)]
+FindRunsOpt = Annotated[Path, typer.Option(
+    "--runs-dir", help="Where run ids are looked up (where train makes runs).")]
+NoteOpt = Annotated[Optional[str], typer.Option(
+    "--note", metavar="TEXT", help="Why this run: a note kept in its notes.json, never in its config "
+                                   "(change it with: nnexp note RUN TEXT).")]
+TagOpt = Annotated[Optional[list[str]], typer.Option(
+    "--tag", metavar="NAME", help="A tag for the run (repeatable), e.g. --tag baseline; "
+                                  "compare --where tag=NAME chooses by it.")]
 AssignArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="[KEY.PATH=VALUE]...", show_default=False,
     help="Config overrides, as --set: training.eta=0.1 model.layers.0.units=100.")]
@@ -207,12 +219,14 @@ def _execute(exp, run, intent: Intent, time_limit: float | None, tensorboard: bo
 def train(config_path: ConfigArg, assignments: AssignArg = None, set_: SetOpt = None, backend: BackendOpt = None,
           device: DeviceOpt = None, seed: SeedOpt = None, deterministic: DeterministicOpt = None,
           data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = Path("runs"),
-          time_limit: TimeLimitOpt = None, tensorboard: TensorBoardOpt = False) -> None:
+          time_limit: TimeLimitOpt = None, tensorboard: TensorBoardOpt = False, note: NoteOpt = None,
+          tag: TagOpt = None) -> None:
     """Train the network a config describes; prints the new run directory."""
+    notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
     cfg = _load_config(config_path, [*_assignments(assignments), *(set_ or [])], backend=backend,
                        device=device, seed=seed, deterministic="true" if deterministic else None)
-    exp, run = lifecycle.new_run(cfg, runs_dir, data_dir)
+    exp, run = lifecycle.new_run(cfg, runs_dir, data_dir, notes=notes)
     err.print(f"run directory: {run.path}  ({exp.backend.name}/{exp.device}, "
               f"{exp.spec.n_params:,} parameters, {len(exp.dataset.train.y):,} training images)")
     print_reference_dropped(cfg)
@@ -247,7 +261,7 @@ def _threads_note(sweep, asked: int | None, continuing: bool) -> str:
 
 
 def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, note: str = "", rank: bool = False,
-               only: list[str] | None = None, tensorboard: bool = False) -> None:
+               only: list[str] | None = None, tensorboard: bool = False, notes: Notes | None = None) -> None:
     """Run a sweep's remaining points with the threads it records, show them, print its table;
     exit 1 unless all completed."""
     todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=sweep.threads,
@@ -260,7 +274,7 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, note: str = "",
     parallel = getattr(executor, "jobs", None) or len(todo)
     try:
         with SweepDisplay(len(before), todo, before, parallel) as display:
-            statuses = batch.run(sweep, executor, todo, before, display)
+            statuses = batch.run(sweep, executor, todo, before, display, notes=notes)
     except KeyboardInterrupt:
         err.print(f"interrupted; completed points are kept and the others resume with: "
                   f"nnexp sweep {sweep.path}")
@@ -300,14 +314,21 @@ def sweep(target: Annotated[Path, typer.Argument(
           only: Annotated[Optional[list[str]], typer.Option(
               metavar="GLOB", help="Run only the points whose ids match (repeatable), e.g. "
                                    "'conv2_relu,*'; the others stay planned.")] = None,
-          tensorboard: TensorBoardOpt = False) -> None:
+          tensorboard: TensorBoardOpt = False,
+          note: Annotated[Optional[str], typer.Option(
+              "--note", metavar="TEXT", help="A note for every point this command starts (notes.json; "
+                                             "points already started keep theirs).")] = None,
+          tag: Annotated[Optional[list[str]], typer.Option(
+              "--tag", metavar="NAME", help="A tag for every point this command starts (repeatable).")]
+          = None) -> None:
     """Many runs as one experiment: a grid of config values x seeds, run in parallel; prints the sweep directory.
 
     Running it again (`nnexp sweep DIR`) continues it, with its threads, and with --tensorboard if it had it."""
+    notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
     executors.check_kind(executor, address)  # a bad choice fails before anything is read or made
     sets = _overrides(set_, backend=backend, device=device)
-    run = dict(data_dir=data_dir, retry_failed=retry_failed, only=only, tensorboard=tensorboard)
+    run = dict(data_dir=data_dir, retry_failed=retry_failed, only=only, tensorboard=tensorboard, notes=notes)
     if is_sweep_dir(target):
         if grid or seeds or sets or name or resume_dir:
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
@@ -337,10 +358,15 @@ def search(config_path: ConfigArg,
            jobs: JobsOpt = None, threads: ThreadsOpt = None, executor: ExecutorOpt = "local",
            address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
            device: DeviceOpt = None, data_dir: DataDirOpt = None,
-           runs_dir: RunsDirOpt = Path("runs"), tensorboard: TensorBoardOpt = False) -> None:
+           runs_dir: RunsDirOpt = Path("runs"), tensorboard: TensorBoardOpt = False,
+           note: Annotated[Optional[str], typer.Option(
+               "--note", metavar="TEXT", help="A note for every trial (notes.json).")] = None,
+           tag: Annotated[Optional[list[str]], typer.Option(
+               "--tag", metavar="NAME", help="A tag for every trial (repeatable).")] = None) -> None:
     """Random hyper-parameter search: a sweep whose points are random draws, ranked by validation accuracy; prints the sweep directory.
 
     `nnexp sweep DIR` continues it."""
+    notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
     executors.check_kind(executor, address)  # a bad choice fails before anything is drawn or made
     plan = batch.plan_search(config_path, _overrides(set_, backend=backend, device=device), sample, trials,
@@ -350,7 +376,8 @@ def search(config_path: ConfigArg,
         made = batch.new_search(plan, runs_dir, data_dir, threads or 1)
         for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
             err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
-        _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, rank=True, tensorboard=tensorboard)
+        _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, rank=True, tensorboard=tensorboard,
+                   notes=notes)
 
 
 @command()
@@ -359,10 +386,10 @@ def resume(run_dir: RunArg, data_dir: DataDirOpt = None, time_limit: TimeLimitOp
                "--set", "-s", metavar="KEY.PATH=VALUE",
                help="Extend the run: training.epochs=N or training.early_stopping.patience=N; "
                     "no other key can change a run's past.")] = None,
-           tensorboard: TensorBoardOpt = False) -> None:
+           tensorboard: TensorBoardOpt = False, runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Continue an interrupted run from its last completed epoch, or extend a completed one."""
     tblog.require(tensorboard)
-    run = Run.open(run_dir)
+    run = Run.open(resolve_run(run_dir, runs_dir))
     intent, cfg = lifecycle.resume_intent(run, set_ or [])
     if intent is None:
         err.print(f"{run.path} already completed ({(run.read_summary() or {}).get('stop_reason')}); "
@@ -448,7 +475,7 @@ def list_backends() -> None:
 # --- looking at runs: compare, plot, ensemble, filters ----------------------------------------
 
 RunsArg = Annotated[list[str], typer.Argument(
-    help="Run directories, globs, or directories holding runs.", show_default=False)]
+    help="Run directories, globs, directories holding runs, or run ids (NAME, SWEEP/POINT).", show_default=False)]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="The PNG file to write.")]
 CheckpointOpt = Annotated[str, typer.Option(help="Which checkpoint's parameters: best | last.")]
 
@@ -470,17 +497,19 @@ def compare_runs(
         = None,
         where: Annotated[Optional[list[str]], typer.Option(
             metavar="KEY=VALUE", help="Only runs where a config key, metric or status has a value; "
-                                      "also !=, <, >, <=, >= (repeatable), e.g. 'training.eta<0.5'.")] = None,
+                                      "also !=, <, >, <=, >= (repeatable), e.g. 'training.eta<0.5'; "
+                                      "tag=NAME (tag!=NAME): the runs with (without) a tag.")] = None,
         status: Annotated[Optional[list[str]], typer.Option(
             help="Only runs with this status: completed, running, interrupted, diverged, ... (repeatable).")]
         = None,
         last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None,
         wide: Annotated[bool, typer.Option(
-            "--wide", help="On a terminal too, every column, lines as long as they need.")] = False) -> None:
+            "--wide", help="On a terminal too, every column, lines as long as they need.")] = False,
+        runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Compare runs: which won, and what differs (a sweep directory means its points)."""
 
     comparison, warnings = cmp.compare(runs, sort=sort, descending=descending, group=group,
-                                       where=where or [], status=status or [], last=last)
+                                       where=where or [], status=status or [], last=last, runs_dir=runs_dir)
     print_warnings(warnings)
     rendered = render(comparison, format_, width=None if wide else table_width(out))
     if isinstance(rendered, str):
@@ -494,11 +523,11 @@ def compare_runs(
 
 
 @command("plot")
-def plot_run(run_dir: RunArg, output: OutOpt = None) -> None:
+def plot_run(run_dir: RunArg, output: OutOpt = None, runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Draw a run's learning curves (default RUN/curves.png); prints the PNG's path."""
     from nnexp.plots import plot_run as draw  # lazily: matplotlib takes a second to import
 
-    out.print(str(draw(run_dir, output)), markup=False)
+    out.print(str(draw(resolve_run(run_dir, runs_dir), output)), markup=False)
 
 
 @command()
@@ -506,12 +535,13 @@ def ensemble(runs: RunsArg,
              errors: Annotated[Optional[Path], typer.Option(
                  help="Draw the test digits the vote gets wrong into this PNG.")] = None,
              checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None,
-             backend: BackendOpt = None) -> None:
+             backend: BackendOpt = None, runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Majority vote of several trained networks on their shared test set (chapter 6).
 
     The vote is scored on the validation set too: choose between votes by that column."""
 
-    result, warnings = run_ensemble(runs, checkpoint=checkpoint, backend=backend, data_dir=data_dir)
+    result, warnings = run_ensemble(runs, checkpoint=checkpoint, backend=backend, data_dir=data_dir,
+                                    runs_dir=runs_dir)
     print_warnings(warnings)
     print_table(ensemble_table(result, checkpoint, table_width(out)))
     if errors is not None:
@@ -524,11 +554,12 @@ def filters(run_dir: RunArg,
                 help="Index in model.layers of a conv layer (default: the first conv layer).")] = None,
             output: OutOpt = None, checkpoint: CheckpointOpt = "best",
             channel: Annotated[Optional[int], typer.Option(
-                help="Input channel to show (default: the mean over channels).")] = None) -> None:
+                help="Input channel to show (default: the mean over channels).")] = None,
+            runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Draw a conv layer's learned filters (default RUN/filters-layer<N>.png); prints the path."""
     from nnexp.plots import plot_filters  # lazily: matplotlib takes a second to import
 
-    out.print(str(plot_filters(run_dir, layer, output, checkpoint, channel)), markup=False)
+    out.print(str(plot_filters(resolve_run(run_dir, runs_dir), layer, output, checkpoint, channel)), markup=False)
 
 
 @command()
@@ -537,10 +568,10 @@ def evaluate(run_dir: RunArg, backend: BackendOpt = None, device: DeviceOpt = No
              dataset: Annotated[Optional[str], typer.Option(
                  help="Score on another data set of the same shape, e.g. fashion-mnist "
                       "(default: the run's own).")] = None,
-             data_dir: DataDirOpt = None) -> None:
+             data_dir: DataDirOpt = None, runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Rebuild a run's network from a checkpoint, on any backend, and score it on the test set."""
 
-    run = Run.open(run_dir)
+    run = Run.open(resolve_run(run_dir, runs_dir))
     loaded = load_run_model(run, checkpoint=checkpoint, backend=backend, device=device or "auto")
     data = run_dataset(loaded, dataset=dataset, data_dir=data_dir)
     result = score(loaded, data)
@@ -579,13 +610,14 @@ def report_runs(
         status: Annotated[Optional[list[str]], typer.Option(
             help="Only runs with this status (repeatable).")] = None,
         last: Annotated[Optional[int], typer.Option(min=1, help="Only the N runs started last.")] = None,
-        checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None) -> None:
+        checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None,
+        runs_dir: FindRunsOpt = Path("runs")) -> None:
     """One self-contained HTML page of runs: compare's table, interactive learning curves, configs; prints its path."""
     report.require()
     output = report.check_output(output)
     opts = report.Options(runs, sort=sort, descending=descending, group=group, where=where or [],
                           status=status or [], last=last, ensemble=ensemble, checkpoint=checkpoint,
-                          data_dir=data_dir)
+                          data_dir=data_dir, runs_dir=runs_dir)
     if watch is None:
         print_warnings(report.write(opts, output).warnings)
         out.print(str(output), markup=False)
@@ -605,6 +637,53 @@ def report_runs(
     made = report.watch(opts, output, watch, written)
     err.print(f"stopped watching; {output} is complete, without reloading" if made.interrupted
               else "no run or sweep is training any more: the report is final", markup=False)
+
+
+# --- notes and tags: why runs exist, kept beside their configs -----------------------------------
+
+# `-NAME` removes a tag: an argument, not an unknown option
+_TAG_ARGS = {"ignore_unknown_options": True}
+
+
+@command(context_settings=_TAG_ARGS)
+def tag(args: Annotated[list[str], typer.Argument(
+            metavar="RUN... +TAG|-TAG...", show_default=False,
+            help="Runs (directories, ids, sweeps: their points), then tags to add (+NAME, or NAME) "
+                 "or remove (-NAME); with no +/-, the last argument is a tag to add. One run alone: "
+                 "print its tags.")],
+        runs_dir: FindRunsOpt = Path("runs")) -> None:
+    """Add or remove runs' tags (kept in notes.json, never in the config); prints each run's tags."""
+    names, add, remove = tag_arguments(args)
+    # an unknown name is an error here, not a warning as in compare: a tag meant for it would be lost
+    paths, warnings = find_run_dirs([name if set(name) & set("*?[") else resolve_run(name, runs_dir)
+                                     for name in names], runs_dir)
+    print_warnings(warnings)
+    for path in paths:
+        run = Run.open(path)
+        notes = run.read_notes()
+        if add or remove:
+            notes = notes.tagged(add, remove)
+            run.write_notes(notes)
+        out.print(f"{path}: {' '.join(f'#{t}' for t in notes.tags) or '(no tags)'}", markup=False)
+
+
+@command(context_settings=_TAG_ARGS)
+def note(run_dir: RunArg,
+         text: Annotated[Optional[str], typer.Argument(
+             show_default=False, help="The run's new note, replacing the old; \"\" clears it. Without it: print the note.")]
+         = None,
+         runs_dir: FindRunsOpt = Path("runs")) -> None:
+    """Print or replace a run's note (kept in notes.json, never in the config)."""
+    run = Run.open(resolve_run(run_dir, runs_dir))
+    notes = run.read_notes()
+    if text is None:
+        if notes.note:
+            out.print(notes.note, markup=False)
+        else:
+            err.print(f"{run.path} has no note", markup=False)
+        return
+    run.write_notes(replace(notes, note=text.strip()))
+    err.print(f"{run.path}: note {'set' if text.strip() else 'cleared'}", markup=False)
 
 
 def _terminate(signum, frame) -> None:

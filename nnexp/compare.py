@@ -26,7 +26,7 @@ from typing import Any
 
 from nnexp.config import reference_tolerance
 from nnexp.errors import UserError
-from nnexp.runs import Status
+from nnexp.runs import Status, check_tag
 from nnexp.runset import METRICS, RunRecord, load_runs
 from nnexp.yamlio import parse_yaml
 
@@ -96,6 +96,17 @@ class Row:
     @property
     def status(self) -> str:
         return self.runs[0].status  # a row only groups runs of one status
+
+    @property
+    def note(self) -> str:
+        """The runs' notes: a group's distinct ones, in run order, joined by `; `. Notes
+        never split a group: they say why runs exist, not what they are."""
+        return "; ".join(dict.fromkeys(r.notes.note for r in self.runs if r.notes.note))
+
+    @property
+    def tags(self) -> list[str]:
+        """Every tag any of the row's runs has, once each, in run order."""
+        return list(dict.fromkeys(t for r in self.runs for t in r.notes.tags))
 
     @property
     def backend(self) -> str:
@@ -301,7 +312,8 @@ SYMBOLS = {"training.eta": "η", "training.lambda": "λ", "training.l1": "λ1"}
 SHORTENED = ("training", "data")  # prefixes dropped where the rest names one key alone
 # the table's own headers: a config key never shows under one of these names
 RESERVED = {"run", "status", "best val %", "test %", "±", "book %", "ours %", "Δ", "verdict", "n",
-            "epochs", "best epoch", "test min", "test max", "wall time", "backend/device", "architecture"}
+            "epochs", "best epoch", "test min", "test max", "wall time", "backend/device", "architecture",
+            "notes"}
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -422,6 +434,7 @@ def machine_row(row: Row, comparison: Comparison) -> dict[str, Any]:
                     for k, v in row.verdict().items()})
     if comparison.any_dropped:
         out["book_dropped_by"] = (row.dropped or {}).get("by")
+    out["note"], out["tags"] = row.note, row.tags
     return out
 
 
@@ -442,7 +455,8 @@ def sort_keys(comparison: Comparison) -> list[str]:
     """Every key `--sort` accepts as written: the output columns plus any config key of any run."""
     columns = list(machine_row(comparison.rows[0], comparison)) if comparison.rows else []
     config_keys = dict.fromkeys(k for row in comparison.rows for r in row.runs for k in r.flat)
-    return [k for k in dict.fromkeys([*columns, *config_keys]) if k not in ("runs", "seeds")]
+    # lists, and free text (what people said about a run is for --where tag=, not for ranking)
+    return [k for k in dict.fromkeys([*columns, *config_keys]) if k not in ("runs", "seeds", "note", "tags")]
 
 
 def sort_names(comparison: Comparison) -> dict[str, str]:
@@ -517,12 +531,17 @@ _WHERE = re.compile(r"^\s*([^=!<>\s]+)\s*(!=|<=|>=|=|<|>)\s*(.*)$")
 
 def parse_where(text: str) -> tuple[str, str, Any]:
     """``KEY=VALUE``, ``KEY!=VALUE``, ``KEY<VALUE``, ``KEY>VALUE`` (and <=, >=): a config key
-    (``training.eta``), a metric (``test_accuracy``, fractions) or ``status``; VALUE as YAML."""
+    (``training.eta``), a metric (``test_accuracy``, fractions) or ``status``; VALUE as YAML.
+    ``tag=NAME`` and ``tag!=NAME``: the runs with (without) that tag, NAME as written."""
     match = _WHERE.match(text)
     if not match:
         raise UserError(f"--where {text!r}: expected KEY=VALUE, KEY!=VALUE, KEY<VALUE or KEY>VALUE, "
                         "e.g. training.eta=0.25")
     key, op, raw = match.groups()
+    if key == "tag":  # not YAML: tag=1 or tag=yes names a tag, not a number or a boolean
+        if op not in ("=", "!="):
+            raise UserError(f"--where {text!r}: a tag is matched with = or !=, e.g. tag=baseline")
+        return key, op, check_tag(raw.strip())
     try:
         value = parse_yaml(raw) if raw.strip() else None
     except Exception:  # noqa: BLE001 - any YAML error: one line naming the option
@@ -534,6 +553,8 @@ def parse_where(text: str) -> tuple[str, str, Any]:
 
 def _matches(record: RunRecord, where: tuple[str, str, Any]) -> bool:
     key, op, value = where
+    if key == "tag":
+        return (value in record.notes.tags) == (op == "=")
     if key == "status":
         have = record.status
     elif key in record.values:
@@ -554,7 +575,7 @@ def select(records: list[RunRecord], *, where: list[str] = (), status: list[str]
     started of them: by when each was created (`Run.created_at`), not when its config.yaml
     was last written, which `resume --set` does again."""
     conditions = [parse_where(w) for w in where]
-    known = {k for r in records for k in r.flat} | set(METRICS) | {"status"}
+    known = {k for r in records for k in r.flat} | set(METRICS) | {"status", "tag"}
     for key, _, _ in conditions:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -569,9 +590,10 @@ def select(records: list[RunRecord], *, where: list[str] = (), status: list[str]
 
 def compare(patterns: list[str | Path], *, sort: str = DEFAULT_SORT, descending: bool | None = None,
             group: bool = True, where: list[str] = (), status: list[str] = (),
-            last: int | None = None) -> tuple[Comparison, list[str]]:
-    """Read, choose, group and sort the runs the patterns name: (comparison, warnings)."""
-    records, warnings = load_runs(patterns)
+            last: int | None = None, runs_dir: str | Path | None = None) -> tuple[Comparison, list[str]]:
+    """Read, choose, group and sort the runs the patterns (or, with `runs_dir`, run ids)
+    name: (comparison, warnings)."""
+    records, warnings = load_runs(patterns, runs_dir)
     records = select(records, where=where, status=status, last=last)
     if not records:
         raise UserError("no run matches --where / --status / --last")

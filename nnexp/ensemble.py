@@ -77,12 +77,14 @@ def _test_set_id(loaded) -> str:
 
 
 def run_ensemble(patterns: list[str | Path], *, checkpoint: str = "best", backend: str | None = None,
-                 data_dir: str | Path | None = None) -> tuple[EnsembleResult, list[str]]:
-    """Load every run's network, score it on the shared test set, and take the vote.
+                 data_dir: str | Path | None = None,
+                 runs_dir: str | Path | None = None) -> tuple[EnsembleResult, list[str]]:
+    """Load every run's network, score it on the shared test set, and take the vote. With
+    `runs_dir`, patterns may be run ids (`runset.resolve_run`).
 
     Returns (result, warnings): warnings name paths that matched no run.
     """
-    paths, warnings = find_run_dirs(patterns)
+    paths, warnings = find_run_dirs(patterns, runs_dir)
     loaded = [load_run_model(Run.open(p), checkpoint=checkpoint, backend=backend) for p in paths]
     sets = {_test_set_id(l) for l in loaded}
     if len(sets) > 1:

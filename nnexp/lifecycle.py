@@ -30,6 +30,7 @@ of an uninterrupted one.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from enum import StrEnum
@@ -39,7 +40,7 @@ from nnexp import config as configs
 from nnexp.errors import ConfigError, RunDirError, UserError
 from nnexp.network import init_params
 from nnexp.provenance import environment
-from nnexp.runs import LoopState, Run, Status, is_finite_number, is_sweep_dir
+from nnexp.runs import NOTES, LoopState, Notes, Run, Status, is_finite_number, is_sweep_dir
 from nnexp.training import (PENDING_BEST, Experiment, Reporter, Seeds, SilentReporter, build_model, prepare,
                             replay_stops, run_epochs, summary_of)
 
@@ -90,11 +91,20 @@ def execute(exp: Experiment, run: Run, intent: Intent = Intent.CONTINUE, reporte
     return resume(exp, run, reporter, deadline=deadline, intent=intent)
 
 
-def new_run(cfg: dict, runs_dir: str | Path, data_dir=None) -> tuple[Experiment, Run]:
+def new_run(cfg: dict, runs_dir: str | Path, data_dir=None, *, notes: Notes | None = None) -> tuple[Experiment, Run]:
     """A checked experiment and a fresh run directory for it, in that order: bad input never
-    leaves a half-made run behind. `nnexp train` and `nnexp.train` then execute it (START)."""
+    leaves a half-made run behind. `nnexp train` and `nnexp.train` then execute it (START).
+    `notes` (--note, --tag) are written as the directory is made, so a run that fails in its
+    first epoch still says why it was started."""
     exp = prepare(cfg, data_dir=data_dir)
-    return exp, Run.create(runs_dir, cfg["name"])
+    run = Run.create(runs_dir, cfg["name"])
+    if notes is not None:
+        try:
+            run.write_notes(notes)
+        except OSError as exc:  # a full disk: no run directory without the notes it was asked for
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise RunDirError(f"cannot write {run.path / NOTES}: {exc.strerror or exc}") from None
+    return exp, run
 
 
 def deadline_after(minutes: float | None) -> float | None:

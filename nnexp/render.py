@@ -75,6 +75,15 @@ def _epochs(stat: Stat | None) -> str:
 # first: the answer (label, status, validation and test accuracy) never, then what the book
 # says, then what differs, the run's id, and last what only details a row.
 ANSWER, BOOK, DELTA, KEYS, ID, ARCH, DETAIL, EPOCHS, MINOR = range(9)
+# A row's note and tags: what people said about it, after its id (which finds it again) and
+# before the architecture; folded in its cell once the details are gone (WRAP_FROM).
+NOTES = ID + 0.5
+
+
+def notes_cell(row: Row) -> str:
+    """A row's note, then its tags as `#tag`; a group's distinct notes and all its tags.
+    On one line: a cell folds it to its column's width."""
+    return " ".join([*row.note.split(), *(f"#{t}" for t in row.tags)])
 
 
 def architecture(layers: Any) -> str:
@@ -161,6 +170,9 @@ def columns(comparison: Comparison, *, terse: bool = False, compact: bool = Fals
                      [display_value(r, key) for r in rows]))
     header, ids = _ids(comparison, terse)
     cols.append((header, ID, ids))
+    notes = [notes_cell(r) for r in rows]
+    if any(notes):  # no column where nobody said anything
+        cols.append(("notes", NOTES, [n or "-" for n in notes]))
     if spread:
         cols.append(("n", DETAIL, [str(len(r.runs)) for r in rows]))
     cols += [("epochs", EPOCHS, [_epochs(stat(r, "epochs_run")) for r in rows]),
@@ -223,7 +235,8 @@ def _left_aligned(comparison: Comparison) -> set[str]:
     keys = [k for k in display_keys(comparison) if k != "architecture"]
     short = short_names(keys)
     text_keys = {short[key] for key in keys if not any(is_number(row.config_value(key)) for row in comparison.rows)}
-    return {"run", "status", "backend/device", "verdict", "ours %", "architecture", "id", "point", *text_keys}
+    return {"run", "status", "backend/device", "verdict", "ours %", "architecture", "id", "point", "notes",
+            *text_keys}
 
 
 def table_notes(comparison: Comparison, terse: bool) -> list[str]:

@@ -102,6 +102,7 @@ class Options:
     ensemble: bool = False  # the majority vote's misclassified test images (loads data and checkpoints)
     checkpoint: str = "best"
     data_dir: str | Path | None = None
+    runs_dir: str | Path | None = None  # where run ids are looked up, as compare's --runs-dir
 
 
 @dataclass
@@ -283,7 +284,8 @@ def is_live(records: list[RunRecord]) -> bool:
 def gather(opts: Options, cache: dict | None = None) -> tuple[dict, cmp.Comparison, list[str], bool]:
     """(the page's data, the comparison, warnings, live): everything the page shows."""
     comparison, warnings = cmp.compare(opts.patterns, sort=opts.sort, descending=opts.descending,
-                                       group=opts.group, where=opts.where, status=opts.status, last=opts.last)
+                                       group=opts.group, where=opts.where, status=opts.status, last=opts.last,
+                                       runs_dir=opts.runs_dir)
     headers, cells = human_table(comparison)
     rows, runs = [], []
     for i, (row, texts) in enumerate(zip(comparison.rows, cells)):

@@ -282,9 +282,10 @@ class Run:
         return run
 
     def clear(self) -> None:
-        """Remove everything a run wrote (to start a failed run over), keeping the directory."""
+        """Remove everything a run wrote (to start a failed run over), keeping the directory
+        and its notes.json: why the run exists is the same when it starts over."""
         for child in self.path.iterdir():
-            if child.name == ".lock":
+            if child.name in (".lock", NOTES):
                 continue
             shutil.rmtree(child) if child.is_dir() else child.unlink()
         (self.path / "checkpoints").mkdir()
@@ -306,17 +307,15 @@ class Run:
     @staticmethod
     def is_blank(path: str | os.PathLike) -> bool:
         """Whether `path` holds nothing a run wrote: it is missing, or holds only what `Run.at`
-        makes (an empty checkpoints/), the lock, its notes (written as it is made, before its
-        config), and temporaries a killed write left. A folder with more than that but no
-        config.yaml lost its config: it is damaged, and a run started in it would append new
-        epochs to the old ones."""
+        makes (an empty checkpoints/), the lock, its notes.json (written as the directory is
+        made, before anything trains), and temporaries a killed write left. A folder
+        with more than that but no config.yaml lost its config: it is damaged, and a run started
+        in it would append new epochs to the old ones."""
         path = Path(path)
         if not path.is_dir():
             return not path.exists()
         for child in path.iterdir():
-            if child.name == ".lock" or (temporary_target(child.name) is not None and child.is_file()):
-                continue
-            if child.name == NOTES and child.is_file():  # nnexp.train(note=...) writes them first
+            if child.name in (".lock", NOTES) or (temporary_target(child.name) is not None and child.is_file()):
                 continue
             if child.name == "checkpoints" and child.is_dir() and not any(child.iterdir()):
                 continue
@@ -478,6 +477,9 @@ class Run:
                      tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ())
 
     def write_notes(self, notes: "Notes") -> None:
+        """Replace notes.json. Safe while the run trains: the trainer never writes notes.json
+        and never holds it open, so an atomic replace (temporary file + rename) is all it takes;
+        no lock is taken, so `nnexp tag` is not kept waiting by a run in progress."""
         atomic_write_text(self.path / NOTES, to_json({"note": notes.note, "tags": list(notes.tags)}))
 
     def add_resume_to_env(self, env: dict) -> None:
@@ -681,6 +683,31 @@ class Notes:
         tags = [t for t in self.tags if t not in remove]
         tags += [t for t in dict.fromkeys(add) if t not in tags]
         return Notes(self.note, tuple(tags))
+
+
+def notes_given(note: str | None, tags: list[str] | None) -> "Notes | None":
+    """The notes `--note TEXT` and `--tag NAME` give a run being made, every tag checked
+    (a bad one is a UserError, raised before anything is made); None when neither is given."""
+    checked = [check_tag(t) for t in tags or []]
+    if note is None and not checked:
+        return None
+    return Notes(note or "").tagged(checked)
+
+
+def tag_arguments(args: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """`nnexp tag RUN... +NAME -NAME NAME` read as (runs, tags to add, tags to remove): the
+    runs come first; from the first argument starting with + or -, each is a change, a bare
+    NAME meaning +NAME. With no + or -, the last of two or more arguments is a tag to add
+    (`nnexp tag RUN keep`); one argument alone is a run whose tags are to be shown."""
+    first = next((i for i, a in enumerate(args) if a[:1] in ("+", "-")), None)
+    if first is None:
+        first = len(args) - 1 if len(args) > 1 else len(args)
+    names, changes = list(args[:first]), args[first:]
+    if not names:
+        raise UserError("nnexp tag: name the runs first, then the tags, e.g. nnexp tag RUN +baseline -old")
+    add = [check_tag(c.removeprefix("+")) for c in changes if not c.startswith("-")]
+    remove = [check_tag(c[1:]) for c in changes if c.startswith("-")]
+    return names, add, remove
 
 
 def check_tag(tag: str) -> str:

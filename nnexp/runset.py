@@ -13,6 +13,7 @@ Non-goals: writing anything (that is `runs.Run`), reading checkpoints (`evaluate
 
 from __future__ import annotations
 
+import difflib
 import glob
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,69 @@ def _sweep_runs(path: Path) -> tuple[list[Path], list[str]]:
     return sorted(path / i for i in ids if Run.is_run(path / i)), warnings
 
 
-def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
-    """Run directories named by paths or globs; a directory of runs expands to its runs.
+# --- run ids: what compare's id column shows, accepted wherever a run is named -----------------
+
+
+def resolve_run(name: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """The directory a run argument names. An existing path wins, as it is; otherwise `name`
+    is a run id as `nnexp compare` shows it, looked up under `runs_dir` (where `nnexp train`
+    puts runs): `NAME` is RUNS/NAME, `SWEEP/POINT` is RUNS/SWEEP/POINT, and each part may
+    be the start of one directory's name alone (`shallow-2026` for shallow-20261203-101112).
+    An unknown id, or a start that several names share, is a UserError naming the nearest ids."""
+    given = Path(str(name)).expanduser()
+    if given.exists():
+        return given
+    runs = Path(runs_dir)
+    parts = Path(str(name)).parts
+    if not 1 <= len(parts) <= 2 or given.is_absolute() or {".", ".."} & set(parts):
+        raise UserError(f"no run {str(name)!r}: no such path")
+    found = runs
+    for part in parts:
+        if (found / part).is_dir():
+            found = found / part
+            continue
+        starts = [p for p in _folders(found) if p.name.startswith(part)] if found.is_dir() else []
+        if len(starts) > 1:
+            listed = ", ".join(p.name for p in starts[:3]) + (f" and {len(starts) - 3} more" if len(starts) > 3 else "")
+            raise UserError(f"run id {str(name)!r} is ambiguous in {runs}: {part!r} starts {listed}")
+        if not starts:
+            raise UserError(_unknown_id(str(name), runs))
+        found = starts[0]
+    return found
+
+
+def _unknown_id(name: str, runs: Path) -> str:
+    """An unknown run id's one-line error, with the ids under `runs` nearest to it."""
+    if not runs.is_dir():
+        return f"no run {name!r}: no such path, and no runs directory {runs} to look its id up in (--runs-dir)"
+    ids = known_ids(runs)
+
+    def likeness(known: str) -> float:  # a typo in the whole id, or in its start (`shalow` for shallow-2026...)
+        return max(difflib.SequenceMatcher(None, name, known).ratio(),
+                   difflib.SequenceMatcher(None, name, known[:len(name)]).ratio())
+
+    close = sorted((i for i in ids if likeness(i) >= 0.6), key=likeness, reverse=True)[:3]
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    return f"no run {name!r}: no such path, nor a run id in {runs}{hint}"
+
+
+def known_ids(runs_dir: str | Path) -> list[str]:
+    """The ids of the runs and sweeps directly under `runs_dir`: run directories' names,
+    sweep directories' names, and `SWEEP/POINT` for each point that has started."""
+    ids = []
+    for path in _folders(Path(runs_dir)):
+        if Run.is_run(path):
+            ids.append(path.name)
+        elif is_sweep_dir(path):
+            ids.append(path.name)
+            ids += [f"{path.name}/{point.name}" for point in _runs_in(path)]
+    return ids
+
+
+def find_run_dirs(patterns: list[str | Path], runs_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:
+    """Run directories named by paths, globs or (with `runs_dir`) run ids (`resolve_run`);
+    a directory of runs expands to its runs. A glob that matches nothing as given is tried
+    under `runs_dir` too, as a seed group's id (`sweep/eta=0.25,seed=*`) is.
 
     Returns (paths, warnings). Paths that match nothing are warnings, not errors, so one
     typo does not hide the other runs; finding no run at all is a UserError.
@@ -126,7 +188,7 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
     found: list[Path] = []
     seen: set[Path] = set()
     warnings: list[str] = []
-    unreadable: list[str] = []  # sweeps whose manifest is damaged: why nothing may be found
+    unreadable: list[str] = []  # damaged sweep manifests, unknown ids: why nothing may be found
 
     def add(path: Path) -> None:
         key = path.resolve()
@@ -140,8 +202,18 @@ def find_run_dirs(patterns: list[str | Path]) -> tuple[list[Path], list[str]]:
         literal = Path(expanded).is_dir()
         matches = sorted(glob.glob(expanded)) if _GLOB_CHARS & set(pattern) and not literal else [expanded]
         matches = [Path(m) for m in matches if Path(m).is_dir()]
+        unknown = f"no run directory matches {pattern}"
+        if not matches and runs_dir is not None:  # a run id, or an id's glob, under the runs directory
+            if _GLOB_CHARS & set(pattern) and not Path(expanded).is_absolute():
+                matches = [Path(m) for m in sorted(glob.glob(str(Path(runs_dir) / pattern))) if Path(m).is_dir()]
+            elif not Path(expanded).exists():
+                try:
+                    matches = [resolve_run(pattern, runs_dir)]
+                except UserError as exc:  # with the nearest ids
+                    unknown = str(exc)
+                    unreadable.append(unknown)
         if not matches:
-            warnings.append(f"no run directory matches {pattern}")
+            warnings.append(unknown)
         for path in matches:
             if Run.is_run(path):
                 add(path)
@@ -174,9 +246,10 @@ def one_line(message: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_runs(patterns: list[str | Path]) -> tuple[list[RunRecord], list[str]]:
-    """Every readable run the patterns name, plus a warning per damaged or missing one."""
-    paths, warnings = find_run_dirs(patterns)
+def load_runs(patterns: list[str | Path], runs_dir: str | Path | None = None) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run the patterns (or, with `runs_dir`, run ids) name, plus a warning
+    per damaged or missing one."""
+    paths, warnings = find_run_dirs(patterns, runs_dir)
     records = []
     for path in paths:
         try:
