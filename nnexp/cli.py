@@ -21,8 +21,7 @@ import typer.core
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from nnexp import __version__, batch, executors, lifecycle, tblog
-from nnexp import report
+from nnexp import __version__, batch, executors, lifecycle, mlflowlog, report, tblog
 from nnexp import backends as registry
 from nnexp import compare as cmp
 from nnexp import config as configs
@@ -693,7 +692,7 @@ def _terminate(signum, frame) -> None:
 # --- export: runs in other tools' formats ------------------------------------------------------
 
 export_app = typer.Typer(name="export", no_args_is_help=True,
-                         help="Write runs in another tool's format (TensorBoard event files).")
+                         help="Write runs in another tool's format (TensorBoard event files, MLflow runs).")
 app.add_typer(export_app)
 
 
@@ -710,6 +709,33 @@ def export_tensorboard(runs: RunsArg, out_dir: Annotated[Path, typer.Option(
     err.print(f"{len(written)} run{'s' * (len(written) != 1)} written; view with: tensorboard --logdir {out_dir}",
               markup=False)
     out.print(str(out_dir), markup=False)
+
+
+@command("mlflow", on=export_app)
+def export_mlflow(
+    runs: RunsArg,
+    tracking_uri: Annotated[str, typer.Option(
+        "--tracking-uri", show_default=False,
+        help="The MLflow store: sqlite:///PATH (local), http(s)://HOST:PORT (a server).")],
+    experiment: Annotated[str, typer.Option(
+        help="The MLflow experiment to put the runs in; created if missing.")] = mlflowlog.DEFAULT_EXPERIMENT,
+    no_checkpoints: Annotated[bool, typer.Option(
+        "--no-checkpoints", help="Leave checkpoints/ out of the artifacts.")] = False,
+) -> None:
+    """One MLflow run per run (a sweep: per point): config as params, epochs as metrics, tags,
+    note, status, the run directory as artifacts; prints the MLflow run ids.
+
+    Exporting again updates the MLflow run made before (found by its nnexp.id tag), never a second one."""
+    done, warnings = mlflowlog.export(runs, tracking_uri, experiment, checkpoints=not no_checkpoints)
+    print_warnings(warnings)
+    for item in done:
+        err.print(f"{item.outcome:<9} {item.id} -> MLflow run {item.run_id}", markup=False, highlight=False)
+    counts = {o: sum(d.outcome == o for d in done) for o in ("created", "updated", "replaced", "unchanged")}
+    said = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+    err.print(f"{plural(len(done), 'run')} in experiment {experiment}: {said}; "
+              f"view with: {mlflowlog.viewer_hint(tracking_uri)}", markup=False, highlight=False)
+    for item in done:
+        out.print(item.run_id, markup=False)
 
 
 def main() -> None:
