@@ -182,8 +182,9 @@ class SearchStudy:
         trials = self.trials()
         if number < len(trials):
             return dict(trials[number].params)
-        if number != len(trials):  # trials are made in order, one per point: anything else is a bug
-            raise UserError(f"{self.journal}: trial {number} asked for, but the study has {len(trials)} trials")
+        if number != len(trials):  # proposed in order, one per point: `nnexp sweep DIR --only` skipped some
+            raise UserError(f"a search that learns proposes its trials in order, and trial t{number + 1:03d} comes "
+                            f"after {len(trials)} proposed so far; continue it whole: nnexp search {self.journal.parent}")
         self.study.sampler = _sampler(self.spec, number)
         if planned:
             self.study.enqueue_trial(planned)
