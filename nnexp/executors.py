@@ -9,6 +9,10 @@ happens through one callback, always called in the sweep's own process and threa
     ("epoch", point_id, (record, epochs))   one of its epochs ended (local executors)
     ("finished", point_id, Outcome)
 
+A point may come as a `Deferred`, made into its Task only as it is about to run (a search
+that learns proposes a trial once the trials before it have ended); every executor makes it
+then, in the sweep's own process, and Ray gets such points --jobs at a time.
+
 A point that diverges or fails returns an Outcome saying so; it never stops the others, nor
 does a worker process that dies under its point. Ctrl-C or SIGTERM (KeyboardInterrupt in the
 sweep's process) stops every running point at its last completed epoch, its run directory in
