@@ -358,7 +358,8 @@ def search(config_path: Annotated[Path, typer.Argument(
                         rank=True, tensorboard=tensorboard)
         return
     if not sample:
-        raise UserError("--sample: give at least one, e.g. --sample training.eta=log-uniform:1e-6:1e-2")
+        raise UserError("Missing option '--sample' (a config is searched over at least one, e.g. "
+                        "--sample training.eta=log-uniform:1e-6:1e-2)")
     plan = batch.plan_search(config_path, _overrides(set_, backend=backend, device=device), sample, trials,
                              search_seed, sampler, pruner)
     if sampler != "random":
