@@ -336,10 +336,10 @@ def search(config_path: Annotated[Path, typer.Argument(
            search_seed: Annotated[int, typer.Option(min=0, help="Seeds the draws (not the networks).")] = 0,
            sampler: Annotated[str, typer.Option(
                help="random (nnexp's own draws) | tpe | cmaes | qmc: Optuna's samplers propose each "
-                    "trial's values from the trials before it (needs nnexp[optuna]).")] = "random",
+                    "trial's values from the trials before it (needs the optuna extra).")] = "random",
            pruner: Annotated[str, typer.Option(
                help="none | median | asha | hyperband: stop a trial whose validation accuracy lags "
-                    "the others' (Optuna's pruners; needs nnexp[optuna]).")] = "none",
+                    "the others' (Optuna's pruners; needs the optuna extra).")] = "none",
            jobs: JobsOpt = None, threads: ThreadsOpt = None, executor: ExecutorOpt = "local",
            address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
            device: DeviceOpt = None, data_dir: DataDirOpt = None,
