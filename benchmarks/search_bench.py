@@ -143,7 +143,7 @@ def main() -> None:
         pruner = args.conv_pruner or min(args.pruners, key=lambda p: (
             summary[p]["median_fraction_of_random_epochs_to_reach_its_best"],
             statistics.median(report["saitoh_search"]["seeds"][s][p]["epochs"] for s in args.seeds)))
-        print(f"conv: the better pruner on saitoh_search was {pruner}", flush=True)
+        print(f"conv: pruner {pruner}" + ("" if args.conv_pruner else " (the better on saitoh_search)"), flush=True)
         extra = ["--set", "data.train_size=10000", "--set", f"training.epochs={args.conv_epochs}",
                  "--backend", args.conv_backend]
         report["conv"] = compare(f"saitoh_simple_convnet ({args.conv_backend}, 10,000 images, {args.conv_epochs} epochs)",
