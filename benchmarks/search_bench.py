@@ -98,10 +98,9 @@ def compare(label: str, config: str, samples: list[str], trials: int, seeds: lis
         for pruner in pruners:
             r = row[pruner]
             reach = r["epochs_to_random_best"]
+            reached = f"reached random's best after {reach} epochs" if reach is not None else "never reached random's best"
             print(f"  tpe + {pruner:<10}  {r['epochs']:5d} epochs, best validation {100 * r['best']:.2f}% "
-                  f"({r['wall_s']} s); reached random's best after "
-                  f"{reach if reach is not None else 'never (not in its'} epochs"
-                  f"{')' if reach is None else ''}; random's best in its first {r['epochs']} epochs: "
+                  f"({r['wall_s']} s); {reached}; random's best in its first {r['epochs']} epochs: "
                   f"{100 * r['random_best_at_equal_epochs']:.2f}%", flush=True)
     summary = {}
     for pruner in pruners:
