@@ -23,15 +23,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from nnexp import config as configs
 from nnexp import search as searching
-from nnexp import tblog
+from nnexp import tblog, tuning
 from nnexp.errors import ConfigError, NnexpError, RunDirError, RunFailed, UserError
-from nnexp.executors import Executor, Task, keep_datasets
+from nnexp.executors import Deferred, Executor, Outcome, Task, keep_datasets
 from nnexp.lifecycle import Intent, config_change
 from nnexp.fileio import atomic_write_text, to_json
 from nnexp.runs import FINAL, MANIFEST, NOTES, RETRYABLE, Notes, Run, Status, make_unique_dir
 from nnexp.runset import read_run
-from nnexp.sweep import MANIFEST_FORMAT, Plan, Point, load_base, read_manifest, search_plan, selected
+from nnexp.sweep import MANIFEST_FORMAT, Plan, Point, load_base, overrides, read_manifest, search_plan, selected
 from nnexp.training import DataCache, prepare
 
 # statuses that the run directories must settle once the executor has stopped
@@ -52,6 +53,7 @@ class SweepDir:
     # continued with the threads it was started with (None: a manifest older than the record)
     threads: int | None = None
     command: list[str] | None = None  # the command line that made the sweep
+    study: "tuning.SearchStudy | None" = None  # a search that learns: its study, while it runs
 
     @classmethod
     def create(cls, runs_dir: str | Path, plan: Plan, threads: int = 1) -> "SweepDir":
@@ -188,9 +190,43 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
         else:
             intent = Intent.CONTINUE
         config = sweep.plan.config(point) if intent == Intent.START else sweep.point_config(point)
+        if learns(sweep.plan):  # its values are proposed (or found in the study) as it is about to run
+            todo.append(Deferred(point.id, str(path), intent, _trial_maker(
+                sweep, point, intent, str(data_dir) if data_dir else None, threads, live, hparams.get(point.id))))
+            continue
         todo.append(Task(point.id, config, str(path), str(data_dir) if data_dir else None, intent, threads,
                          live, hparams.get(point.id)))
     return todo, before
+
+
+def learns(plan: Plan) -> bool:
+    """Whether `plan` is a search run through an Optuna study (a sampler or a pruner)."""
+    return plan.kind == "search" and "sampler" in plan.spec
+
+
+def _trial_maker(sweep: SweepDir, point: Point, intent: Intent, data_dir, threads, live, hparams):
+    """The Task of a search's point, made when an executor is about to run it: its values
+    are the study's for that trial (proposed now by the sampler, or earlier, before a stop),
+    written into sweep.json before the point's run directory is made."""
+
+    def make() -> Task | Outcome:
+        index = _index(sweep, point.id)
+        params = sweep.study.params(index, point.overrides)
+        made = Point(point.id, point.base, params)
+        if params != point.overrides:
+            sweep.plan.points[index] = made
+            try:
+                sweep.save()
+            except OSError as exc:
+                raise NnexpError(f"cannot write {sweep.path / MANIFEST}: {exc.strerror or exc}") from None
+        try:
+            config = sweep.plan.config(made) if intent == Intent.START else sweep.point_config(made)
+        except ConfigError as exc:  # a value the config refuses: this trial fails, the search goes on
+            return Outcome(point.id, Status.FAILED, None, str(exc))
+        return Task(point.id, config, str(sweep.run_path(made)), data_dir, intent, threads, live, hparams,
+                    sweep.study.ref(index))
+
+    return make
 
 
 def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str, str],
@@ -229,6 +265,8 @@ def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str,
             finished.add(point)
             sweep.status[point] = payload.status
             save()
+            if sweep.study is not None:
+                sweep.study.tell(_index(sweep, point), payload.status, payload.summary)
         if on_event is not None:
             on_event(event)
 
@@ -244,6 +282,9 @@ def run(sweep: SweepDir, executor: Executor, todo: list[Task], before: dict[str,
                     mine = Run(aside).read_notes()
             give_notes(path, mine)
         save()  # the threads this sweep now runs with, before any point does
+        if learns(sweep.plan):
+            sweep.study = tuning.SearchStudy(sweep.path, sweep.plan.spec)
+            sweep.study.settle(sweep)  # trials that ended while no process was telling
         try:
             executor.run(todo, handle)
         finally:  # an interruption too: record what the run directories say now
@@ -267,6 +308,10 @@ def give_notes(path: Path, notes: Notes | None) -> None:
         raise RunDirError(f"cannot write {path / NOTES}: {exc.strerror or exc}") from None
 
 
+def _index(sweep: SweepDir, point_id: str) -> int:
+    return next(i for i, p in enumerate(sweep.plan.points) if p.id == point_id)
+
+
 def _worker_died(path: Path) -> bool:
     """Whether a failed point failed because its worker process died (`executors`): unlike a
     point a full disk stopped, it is not continued unasked, since it would most likely die again."""
@@ -278,7 +323,8 @@ def _worker_died(path: Path) -> bool:
 
 def not_completed(statuses: dict[str, str], sweep: SweepDir, retry_failed: bool) -> RunFailed | None:
     """The error a sweep command ends with when some of the points it ran did not complete."""
-    unfinished = {p: s for p, s in statuses.items() if s != Status.COMPLETED}
+    # a pruned trial is done: its search stopped it, as it meant to
+    unfinished = {p: s for p, s in statuses.items() if s not in (Status.COMPLETED, Status.PRUNED)}
     if not unfinished:
         return None
     listed = ", ".join(f"{p} ({s})" for p, s in list(unfinished.items())[:5])
@@ -322,14 +368,26 @@ class NewSearch:
 
 
 def plan_search(config_path: str | Path, sets: list[str], samples: list[str], trials: int,
-                search_seed: int) -> Plan:
-    """A random search as a sweep's plan: every trial's values drawn up front from one seeded
-    generator, so a search is reproducible and a bad sample spec fails before anything trains."""
+                search_seed: int, sampler: str = "random", pruner: str = "none") -> Plan:
+    """A search as a sweep's plan. Random (the default, no pruner): every trial's values drawn
+    up front from one seeded generator, so a search is reproducible and a bad sample spec
+    fails before anything trains. With another sampler or a pruner (`tuning`): the values
+    are proposed as trials run, so the points start empty (--sampler random with a pruner:
+    nnexp's own draws); every distribution's ends are checked against the config now."""
+    tuning.check_choices(sampler, pruner)
     parsed = [searching.parse_sample(s) for s in samples]
     draws = searching.plan(parsed, trials, search_seed)
     base = load_base(config_path, sets)
-    return search_plan(f"{base['name']}-search", base, draws,
-                       {"samples": samples, "trials": trials, "search_seed": search_seed})
+    spec = {"samples": samples, "trials": trials, "search_seed": search_seed}
+    if tuning.uses_optuna(sampler, pruner):
+        tuning.check_samples(parsed)
+        for sample in parsed:  # the values a sampler may propose: each end of each range
+            for value in sample.args:
+                configs.resolve(configs.apply_experiment_overrides(base, overrides({sample.key: value})))
+        spec.update(sampler=sampler, pruner=pruner, epochs=configs.resolve(base)["training"]["epochs"])
+        if sampler != "random":
+            draws = [{} for _ in draws]
+    return search_plan(f"{base['name']}-search", base, draws, spec)
 
 
 def new_search(plan: Plan, runs_dir: str | Path, data_dir=None, threads: int = 1) -> NewSearch:
@@ -337,6 +395,12 @@ def new_search(plan: Plan, runs_dir: str | Path, data_dir=None, threads: int = 1
     rules out (a batch larger than the training set) is marked failed, not fatal."""
     ruled_out = check_points(plan, data_dir, skip_ruled_out=True)
     made = SweepDir.create(runs_dir, plan, threads)
+    if learns(plan):
+        try:
+            tuning.create_study(made.path)
+        except BaseException:  # no search without its study is left behind
+            shutil.rmtree(made.path, ignore_errors=True)
+            raise
     for point in ruled_out:
         made.status[point] = Status.FAILED
     made.save()

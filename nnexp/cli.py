@@ -347,13 +347,20 @@ def sweep(target: Annotated[Path, typer.Argument(
 
 
 @command()
-def search(config_path: ConfigArg,
-           sample: Annotated[list[str], typer.Option(
+def search(config_path: Annotated[Path, typer.Argument(
+               help="Experiment config (YAML), or a search directory to continue.", show_default=False)],
+           sample: Annotated[Optional[list[str]], typer.Option(
                "--sample", metavar="KEY.PATH=DIST:ARGS", show_default=False,
                help="A config key to draw per trial: log-uniform:LOW:HIGH, uniform:LOW:HIGH or "
-                    "choice:A,B,... (repeatable), e.g. training.eta=log-uniform:1e-6:1e-2.")],
+                    "choice:A,B,... (repeatable), e.g. training.eta=log-uniform:1e-6:1e-2.")] = None,
            trials: Annotated[int, typer.Option(min=1, help="Number of runs.")] = 10,
            search_seed: Annotated[int, typer.Option(min=0, help="Seeds the draws (not the networks).")] = 0,
+           sampler: Annotated[str, typer.Option(
+               help="random (nnexp's own draws) | tpe | cmaes | qmc: Optuna's samplers propose each "
+                    "trial's values from the trials before it (needs the optuna extra).")] = "random",
+           pruner: Annotated[str, typer.Option(
+               help="none | median | asha | hyperband: stop a trial whose validation accuracy lags "
+                    "the others' (Optuna's pruners; needs the optuna extra).")] = "none",
            jobs: JobsOpt = None, threads: ThreadsOpt = None, executor: ExecutorOpt = "local",
            address: AddressOpt = None, set_: SetOpt = None, backend: BackendOpt = None,
            device: DeviceOpt = None, data_dir: DataDirOpt = None,
@@ -362,15 +369,30 @@ def search(config_path: ConfigArg,
                "--note", metavar="TEXT", help="A note for every trial (notes.json).")] = None,
            tag: Annotated[Optional[list[str]], typer.Option(
                "--tag", metavar="NAME", help="A tag for every trial (repeatable).")] = None) -> None:
-    """Random hyper-parameter search: a sweep whose points are random draws, ranked by validation accuracy; prints the sweep directory.
+    """Hyper-parameter search: a sweep whose points are trials, random draws or proposed by a sampler that learns, ranked by validation accuracy; prints the sweep directory.
 
-    `nnexp sweep DIR` continues it."""
+    `nnexp search DIR` (or `nnexp sweep DIR`) continues it."""
     notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
     executors.check_kind(executor, address)  # a bad choice fails before anything is drawn or made
+    if is_sweep_dir(config_path):
+        if sample or set_:
+            raise UserError(f"{config_path} is a search directory: it is continued as it was planned; "
+                            "--sample and --set do not apply")
+        made = batch.open_sweep(config_path, data_dir)
+        _continue_sweep(made, threads, executor, jobs, address, data_dir=data_dir, retry_failed=False,
+                        rank=True, tensorboard=tensorboard, notes=notes)
+        return
+    if not sample:
+        raise UserError("Missing option '--sample' (a config is searched over at least one, e.g. "
+                        "--sample training.eta=log-uniform:1e-6:1e-2)")
     plan = batch.plan_search(config_path, _overrides(set_, backend=backend, device=device), sample, trials,
-                             search_seed)
-    print_trials(plan)
+                             search_seed, sampler, pruner)
+    if sampler != "random":
+        err.print(f"{plural(trials, 'trial')}, their values proposed by the {sampler} sampler as they run"
+                  + (f"; pruner: {pruner}" if pruner != "none" else ""), markup=False)
+    else:
+        print_trials(plan)
     with executors.make_executor(executor, jobs, address, threads or 1) as chosen:  # reached before a directory is made
         made = batch.new_search(plan, runs_dir, data_dir, threads or 1)
         for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)

@@ -9,6 +9,10 @@ happens through one callback, always called in the sweep's own process and threa
     ("epoch", point_id, (record, epochs))   one of its epochs ended (local executors)
     ("finished", point_id, Outcome)
 
+A point may come as a `Deferred`, made into its Task only as it is about to run (a search
+that learns proposes a trial once the trials before it have ended); every executor makes it
+then, in the sweep's own process, and Ray gets such points --jobs at a time.
+
 A point that diverges or fails returns an Outcome saying so; it never stops the others, nor
 does a worker process that dies under its point. Ctrl-C or SIGTERM (KeyboardInterrupt in the
 sweep's process) stops every running point at its last completed epoch, its run directory in
@@ -63,6 +67,32 @@ class Task:
     threads: int = 1  # BLAS and torch threads for this point
     tensorboard: bool = False  # also write RUN/tensorboard/ event files as epochs end (tblog)
     hparams: dict | None = None  # what TensorBoard's HParams records for the point (tblog.sweep_hparams)
+    trial: dict | None = None  # a search's study trial this point reports its epochs to (tuning.SearchStudy.ref)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A point whose Task is made only as an executor is about to run it: a search that learns
+    from its trials (`tuning`) proposes a trial's values once the trials before it have
+    ended. `make` runs in the sweep's own process; it returns the Task, or the Outcome of a
+    point that ended as it was made."""
+
+    point: str
+    run_dir: str
+    intent: Intent
+    make: Callable[[], "Task | Outcome"]
+
+
+def _made(task: "Task | Deferred", on_event: OnEvent) -> "Task | None":
+    """`task`, a Deferred made into its Task now; None for one that ended as it was made
+    (reported here, as the executor reports a point's end)."""
+    if not isinstance(task, Deferred):
+        return task
+    made = task.make()
+    if isinstance(made, Outcome):
+        on_event(("finished", made.point, made))
+        return None
+    return made
 
 
 @dataclass(frozen=True)
@@ -151,7 +181,11 @@ def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
         run = Run.at(task.run_dir)
         reporter = _EpochReporter(task.point, task.config["training"]["epochs"], send)
         with tblog.live(run, reporter, task.tensorboard, task.hparams) as reporter:
-            summary = execute(exp, run, task.intent, reporter)
+            if task.trial is not None:  # lazily: Optuna is an optional extra
+                from nnexp.tuning import execute_trial
+                summary = execute_trial(exp, run, task.intent, reporter, task.trial)
+            else:
+                summary = execute(exp, run, task.intent, reporter)
         return outcome(summary["status"], summary)
     except RunFailed as exc:  # it diverged: its run directory says so too
         return outcome(Status.DIVERGED, _summary_or_none(run), str(exc))
@@ -202,7 +236,9 @@ class SerialExecutor:
 
     def run(self, tasks: list[Task], on_event: OnEvent) -> None:
         for task in tasks:
-            on_event(("finished", task.point, run_task(task, on_event)))
+            task = _made(task, on_event)
+            if task is not None:
+                on_event(("finished", task.point, run_task(task, on_event)))
 
 
 @contextlib.contextmanager
@@ -455,10 +491,14 @@ class LocalPool:
         failed_starts = 0
         while True:
             for worker in workers:
-                if worker.ready and worker.task is None and waiting:
-                    if not worker.give(waiting[0]):
+                while worker.ready and worker.task is None and waiting:
+                    waiting[0] = _made(waiting[0], on_event)  # made once: a failed give retries it
+                    if waiting[0] is None:
+                        waiting.popleft()
                         continue
-                    waiting.popleft()
+                    if worker.give(waiting[0]):
+                        waiting.popleft()
+                    break
             starting = [w for w in workers if not w.ready]
             if not waiting and not any(w.task for w in workers):
                 return
@@ -632,15 +672,29 @@ class RayExecutor:
         ray = self.ray
         remote = ray.remote(_ray_point)
         pending = {}
+        waiting = collections.deque(tasks)
+        # points made as they run (a search that learns) are handed to Ray only as it can run
+        # them, --jobs at a time (default: the cluster's CPUs): proposed all at once, a trial
+        # would learn from none of the others
+        if any(isinstance(task, Deferred) for task in tasks):
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            limit = self.jobs or max(1, cpus // self.threads)
+        else:
+            limit = len(tasks)
         try:
-            for task in tasks:
-                gpus = 1 if task.config["device"] == "cuda" else 0
-                options = remote.options(num_cpus=self.threads, num_gpus=gpus, max_retries=self.retries)
-                path = Path(task.run_dir)
-                archive = pack_dir(path) if path.is_dir() and any(path.iterdir()) else None
-                pending[options.remote(task, archive)] = task
-                on_event(("started", task.point, None))
-            while pending:
+            while waiting or pending:
+                while waiting and len(pending) < limit:
+                    task = _made(waiting.popleft(), on_event)
+                    if task is None:
+                        continue
+                    gpus = 1 if task.config["device"] == "cuda" else 0
+                    options = remote.options(num_cpus=self.threads, num_gpus=gpus, max_retries=self.retries)
+                    path = Path(task.run_dir)
+                    archive = pack_dir(path) if path.is_dir() and any(path.iterdir()) else None
+                    pending[options.remote(task, archive)] = task
+                    on_event(("started", task.point, None))
+                if not pending:
+                    continue
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in done:
                     task = pending.pop(ref)

@@ -80,6 +80,8 @@ def execute(exp: Experiment, run: Run, intent: Intent = Intent.CONTINUE, reporte
         if intent != Intent.EXTEND:
             return summary
         return resume(exp, run, reporter, deadline=deadline, intent=intent)
+    if status == Status.PRUNED and intent in (Intent.CONTINUE, Intent.RETRY):
+        return summary  # its search decided it; `nnexp resume` (RESUME, EXTEND) continues it
     if status == Status.FAILED and intent == Intent.RESUME and run.checkpoint_path("last").exists():
         return resume(exp, run, reporter, deadline=deadline, intent=intent)
     if status in (Status.DIVERGED, Status.FAILED):

@@ -70,8 +70,9 @@ class SweepDisplay:
         self.clock = time.monotonic
         self.total, self.parallel = total, max(1, parallel)
         waiting = {t.point for t in todo}
-        self.done = sum(1 for s in before.values() if s == Status.COMPLETED)
-        self.failed = sum(1 for p, s in before.items() if s != Status.COMPLETED and p not in waiting)
+        ended = (Status.COMPLETED, Status.PRUNED)  # a pruned trial is done: its search stopped it
+        self.done = sum(1 for s in before.values() if s in ended)
+        self.failed = sum(1 for p, s in before.items() if s not in ended and p not in waiting)
         self.waiting, self.running = waiting, {}  # point -> (started, text)
         self.durations: list[float] = []
         self.live = None
@@ -122,7 +123,7 @@ class SweepDisplay:
             since, _ = self.running.pop(point, (self.clock(), ""))
             self.durations.append(self.clock() - since)
             summary = payload.summary or {}
-            if payload.status == Status.COMPLETED:
+            if payload.status in (Status.COMPLETED, Status.PRUNED):
                 self.done += 1
             elif payload.status != Status.INTERRUPTED:
                 self.failed += 1

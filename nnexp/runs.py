@@ -56,7 +56,8 @@ except ImportError:  # Windows: `_file_lock` stands in
 class Status(StrEnum):
     """Where a run (or a sweep's point) stands: the one list of these words.
 
-    The training loop writes the first five into summary.json; the others are inferred by
+    The training loop writes the first five into summary.json, a search's trial `PRUNED`
+    (`tuning`); the others are inferred by
     readers: from the lock (`KILLED`), from a missing summary (`STARTING`, `UNKNOWN`), from a
     sweep's manifest (`PENDING`, `DAMAGED`) and from an executor that lost its worker (`LOST`).
     A StrEnum, so a status compares equal to its word and is written to JSON as it."""
@@ -72,11 +73,13 @@ class Status(StrEnum):
     PENDING = "pending"  # a sweep's point not yet started
     DAMAGED = "damaged"  # a sweep's point whose run directory cannot be read
     LOST = "lost"  # an executor lost the worker running the point: its run directory decides
+    PRUNED = "pruned"  # a search's pruner stopped the trial after an epoch: resumable, by `nnexp resume`
 
 
 # Statuses a run does not leave by itself: a sweep skips them, and only a retry (diverged,
-# failed, damaged: RETRYABLE) runs them again
-FINAL = frozenset({Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.DAMAGED})
+# failed, damaged: RETRYABLE) runs them again. A pruned trial is final for its search (the
+# search decided it) but not for the run: `nnexp resume` continues it as any stopped run
+FINAL = frozenset({Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.DAMAGED, Status.PRUNED})
 RETRYABLE = frozenset({Status.DIVERGED, Status.FAILED, Status.DAMAGED})
 
 CHECKPOINT_FORMAT = 1

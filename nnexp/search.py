@@ -6,6 +6,9 @@ sample spec or config key fails before anything trains. A search is a sweep whos
 the draws (`sweep.search_plan`): each trial an ordinary run directory ``tNNN`` in the search's
 sweep directory, run by the sweep's executors; `nnexp compare` reads them back.
 
+A search whose values a sampler proposes from the trials before (--sampler tpe, ...), or whose
+trials a pruner may stop (--pruner), runs through an Optuna study: `tuning`.
+
 Distributions: ``log-uniform:LOW:HIGH`` (10 ** U(log10 LOW, log10 HIGH), for learning rates and
 penalties), ``uniform:LOW:HIGH``, ``choice:A,B,...`` (each value read as YAML).
 """

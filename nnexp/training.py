@@ -38,7 +38,10 @@ STOP_REASONS = {"epochs": "all epochs run", "early-stopping": "stopped early",
                 "time-limit": "paused at the time limit; nnexp resume continues it",
                 # a sweep's worker process died under the point (the out-of-memory killer): run
                 # again, it would most likely die again, so only --retry-failed runs it
-                "worker-died": "its worker process died"}
+                "worker-died": "its worker process died",
+                # a search's pruner (nnexp search --pruner) stopped the trial: summary.json's
+                # epochs_run is the epoch it was judged at; nnexp resume continues it
+                "pruned": "pruned by the search: its validation accuracy lagged the other trials'"}
 
 
 @dataclass
