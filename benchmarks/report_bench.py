@@ -3,7 +3,7 @@ a browser has drawn it, and how soon a new epoch shows on a page that `--watch` 
 
     python benchmarks/report_bench.py [--runs 50] [--epochs 60] [--keep DIR]
 
-The runs are synthetic (written through `nnexp.runs.Run`, as training writes them): 10
+The runs are synthetic (written through `nnexp.rundir.Run`, as training writes them): 10
 configurations (η) x 5 seeds, every epoch with validation and test accuracy and cost, η, and,
 for half the configurations, training accuracy and cost and three hidden layers' speeds.
 
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nnexp import config  # noqa: E402
-from nnexp.runs import Run  # noqa: E402
+from nnexp.rundir import Run  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nnexp import batch, executors, lifecycle
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp import config as configs
-from nnexp import sweep as sweeps
+from nnexp import sweepplan as sweeps
 from nnexp.config import SCHEMA
 from nnexp.errors import ConfigError, UserError
 from nnexp.notebook import NotebookReporter, NotebookSweepDisplay, html_table, in_notebook, pct
-from nnexp.runs import Notes, notes_given
+from nnexp.rundir import Notes, notes_given
 from nnexp.runset import RunRecord, load_runs, read_run
 
 PANDAS_MISSING = 'to_pandas() needs pandas: pip install pandas (or pip install -e ".[notebook]")'
@@ -443,7 +443,7 @@ SWEEP_KEYWORDS = ("grid", "seeds", "jobs", "threads", "executor", "address", "ru
 
 
 def _grid(grid: Mapping | None) -> dict[str, list]:
-    """`grid=` as `sweep.plan_sweep` takes it: config key -> values; the keyword names of
+    """`grid=` as `sweepplan.plan_sweep` takes it: config key -> values; the keyword names of
     `train` (``eta``) and ``training__eta`` name keys too."""
     if grid is None:
         return {}

@@ -8,7 +8,7 @@ into tasks and handed to an executor, and a search's trials set up.
       ...
       .diverged-<stamp>-eta=2.5/   a run set aside (damaged, or started anew by --retry-failed)
 
-What the points are is the plan's business (`sweep.Plan`); how one point trains is the
+What the points are is the plan's business (`sweepplan.Plan`); how one point trains is the
 lifecycle's (`lifecycle.execute`, called by every executor). Running a sweep again skips
 completed points and continues the others from their last epoch; the point's own run
 directory says where it stands. Only the process that runs the sweep writes the manifest.
@@ -30,9 +30,9 @@ from nnexp.errors import ConfigError, NnexpError, RunDirError, RunFailed, UserEr
 from nnexp.executors import Deferred, Executor, Outcome, Task, keep_datasets
 from nnexp.lifecycle import Intent, config_change
 from nnexp.fileio import atomic_write_text, to_json
-from nnexp.runs import FINAL, MANIFEST, NOTES, RETRYABLE, Notes, Run, Status, make_unique_dir
+from nnexp.rundir import FINAL, MANIFEST, NOTES, RETRYABLE, Notes, Run, Status, make_unique_dir
 from nnexp.runset import read_run
-from nnexp.sweep import MANIFEST_FORMAT, Plan, Point, load_base, overrides, read_manifest, search_plan, selected
+from nnexp.sweepplan import MANIFEST_FORMAT, Plan, Point, load_base, overrides, read_manifest, search_plan, selected
 from nnexp.training import DataCache, prepare
 
 # statuses that the run directories must settle once the executor has stopped

@@ -23,9 +23,9 @@ from typer.core import TyperGroup
 
 from nnexp import __version__, batch, executors, lifecycle, mlflowlog, report, tblog
 from nnexp import backends as registry
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp import config as configs
-from nnexp import sweep as sweeps
+from nnexp import sweepplan as sweeps
 from nnexp.data.expand import build_expanded
 from nnexp.ensemble import plot_ensemble_errors, run_ensemble
 from nnexp.errors import NnexpError, UserError
@@ -39,7 +39,7 @@ from nnexp.progress import (SweepDisplay, epoch_reporter, print_outcome, print_r
                             print_trials)
 from nnexp.render import (backends_table, ensemble_table, err, gradcheck_table, out, plural, print_table,
                           print_warnings, render, table_width)
-from nnexp.runs import Notes, Run, is_sweep_dir, notes_given, tag_arguments
+from nnexp.rundir import Notes, Run, is_sweep_dir, notes_given, tag_arguments
 from nnexp.runset import find_run_dirs, resolve_run
 from nnexp.training import prepare
 

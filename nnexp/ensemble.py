@@ -24,7 +24,7 @@ from nnexp.runset import find_run_dirs
 from nnexp.data import Dataset
 from nnexp.errors import UserError
 from nnexp.evaluate import load_run_model, run_dataset
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 
 def majority_vote(votes: np.ndarray, outputs: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from nnexp.backends import Model, Objective
 from nnexp.data import Dataset, load_dataset
 from nnexp.errors import RunDirError
 from nnexp.network import NetworkSpec
-from nnexp.runs import Run, is_finite_number
+from nnexp.rundir import Run, is_finite_number
 
 
 @dataclass

@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 from nnexp import tblog
 from nnexp.errors import NnexpError, RunFailed, UserError
 from nnexp.lifecycle import Intent, execute
-from nnexp.runs import Run, Status
+from nnexp.rundir import Run, Status
 from nnexp.training import DataCache, SilentReporter, prepare
 
 Event = tuple[str, str, object]

@@ -40,7 +40,7 @@ from nnexp import config as configs
 from nnexp.errors import ConfigError, RunDirError, UserError
 from nnexp.network import init_params
 from nnexp.provenance import environment
-from nnexp.runs import NOTES, LoopState, Notes, Run, Status, is_finite_number, is_sweep_dir
+from nnexp.rundir import NOTES, LoopState, Notes, Run, Status, is_finite_number, is_sweep_dir
 from nnexp.training import (PENDING_BEST, Experiment, Reporter, Seeds, SilentReporter, build_model, prepare,
                             replay_stops, run_epochs, summary_of)
 

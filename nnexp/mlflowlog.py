@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nnexp.errors import UserError
-from nnexp.runs import Status, is_finite_number, is_new_best
+from nnexp.rundir import Status, is_finite_number, is_new_best
 from nnexp.runset import RunRecord, load_runs, one_line
 
 MISSING = ('MLflow export needs the mlflow extra: pip install "nnexp[mlflow]" '

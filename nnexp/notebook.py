@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Iterable, Protocol
 
 from nnexp.render import duration
-from nnexp.runs import Status
+from nnexp.rundir import Status
 from nnexp.training import SilentReporter
 
 UPDATE_EVERY_S = 0.5  # the bar within an epoch: a notebook redraws the whole output per update

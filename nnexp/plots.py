@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nnexp.errors import UserError
-from nnexp.runs import Run, best_record
+from nnexp.rundir import Run, best_record
 
 DPI = 100
 RUN_SIZE = (11.0, 4.5)  # inches: 1100 x 450 px

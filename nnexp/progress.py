@@ -13,9 +13,9 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from nnexp.compare import compare
+from nnexp.comparison import compare
 from nnexp.render import duration, err, out, plural, print_table, print_warnings, render, table_width
-from nnexp.runs import Run, Status
+from nnexp.rundir import Run, Status
 from nnexp.training import STOP_REASONS, SilentReporter
 
 

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from nnexp.compare import Comparison, Row, Stat, config_cell, is_layer_key, machine_row, short_names
+from nnexp.comparison import Comparison, Row, Stat, config_cell, is_layer_key, machine_row, short_names
 from nnexp.errors import UserError
 from nnexp.network import build_spec
 

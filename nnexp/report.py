@@ -45,11 +45,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp.errors import RunDirError, UserError
 from nnexp.fileio import atomic_write_text
 from nnexp.render import _left_aligned, human_table
-from nnexp.runs import Run, is_finite_number
+from nnexp.rundir import Run, is_finite_number
 from nnexp.runset import RunRecord
 from nnexp.training import STOP_REASONS  # the loop's words for why a run stopped -> people's
 

@@ -8,7 +8,7 @@ or without a summary yet is a record with that status (its numbers recomputed fr
 metrics.jsonl where needed); only a damaged directory is an error, which `load_runs` turns
 into a one-line warning so one bad directory does not hide the rest.
 
-Non-goals: writing anything (that is `runs.Run`), reading checkpoints (`evaluate`).
+Non-goals: writing anything (that is `rundir.Run`), reading checkpoints (`evaluate`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 from nnexp.config import flatten
 from nnexp.errors import RunDirError, UserError
-from nnexp.runs import MANIFEST, Notes, Run, Status, best_record, is_finite_number, is_sweep_dir
-from nnexp.sweep import read_manifest
+from nnexp.rundir import MANIFEST, Notes, Run, Status, best_record, is_finite_number, is_sweep_dir
+from nnexp.sweepplan import read_manifest
 
 METRICS = ("epochs_run", "best_epoch", "best_validation_accuracy", "test_accuracy", "wall_time_s")
 

@@ -3,7 +3,7 @@
 `nnexp search CONFIG --sample training.eta=log-uniform:1e-6:1e-2 --trials 100` draws every
 trial's values up front from one seeded generator, so a search is reproducible and a bad
 sample spec or config key fails before anything trains. A search is a sweep whose points are
-the draws (`sweep.search_plan`): each trial an ordinary run directory ``tNNN`` in the search's
+the draws (`sweepplan.search_plan`): each trial an ordinary run directory ``tNNN`` in the search's
 sweep directory, run by the sweep's executors; `nnexp compare` reads them back.
 
 A search whose values a sampler proposes from the trials before (--sampler tpe, ...), or whose

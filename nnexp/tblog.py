@@ -29,10 +29,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from nnexp.compare import differing_keys
+from nnexp.comparison import differing_keys
 from nnexp.config import flatten
 from nnexp.errors import ConfigError, UserError
-from nnexp.runs import Run, Status, is_finite_number, is_new_best, is_sweep_dir
+from nnexp.rundir import Run, Status, is_finite_number, is_new_best, is_sweep_dir
 from nnexp.runset import RunRecord, load_runs
 from nnexp.training import STOP_REASONS, Reporter
 
@@ -86,7 +86,7 @@ def scalars(record: dict) -> dict[str, float]:
 
 class _Best:
     """The best validation accuracy so far and the test accuracy at it, by the loop's rule
-    (`runs.is_new_best`), so the last values are the run's summary."""
+    (`rundir.is_new_best`), so the last values are the run's summary."""
 
     def __init__(self):
         self.validation: float | None = None
@@ -154,7 +154,7 @@ def hparams_of(flats: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def sweep_hparams(plan) -> dict[str, dict[str, Any]]:
-    """Point id -> its HParams, over all of a sweep's points (a `sweep.Plan`): the same keys
+    """Point id -> its HParams, over all of a sweep's points (a `sweepplan.Plan`): the same keys
     whichever points a command runs (--only), and the same as an export of the whole sweep."""
     configs = {}
     for point in plan.points:

@@ -9,7 +9,7 @@ exists, so bad input never leaves a half-made run behind. Whether a run starts, 
 is extended is decided in `lifecycle`, which hands `run_epochs` a model and a `LoopState`.
 
 The reported test accuracy is the one at the epoch of best validation accuracy, ties going
-to the later epoch (`runs.is_new_best`, as the book reports it). Early stopping counts
+to the later epoch (`rundir.is_new_best`, as the book reports it). Early stopping counts
 epochs since the last *strict* improvement (`count_stop`); `replay_stops` runs that count
 over a run's recorded epochs, for an extension to continue it as a fresh run would.
 """
@@ -28,7 +28,7 @@ from nnexp.backends import Backend, Model, Objective, Optimizer
 from nnexp.data import Dataset, load_dataset
 from nnexp.errors import ConfigError, RunFailed
 from nnexp.network import NetworkSpec, build_spec
-from nnexp.runs import LoopState, Run, Status, is_new_best  # LoopState: what last.npz holds
+from nnexp.rundir import LoopState, Run, Status, is_new_best  # LoopState: what last.npz holds
 
 ETA_FLOOR = 1 / 128  # halve-on-plateau stops once eta reaches eta0/128 (chapter 3)
 PENDING_BEST = "best-pending"  # a new best checkpoint until last.npz has recorded its epoch

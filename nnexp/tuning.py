@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from nnexp.errors import UserError
-from nnexp.runs import Run, Status
+from nnexp.rundir import Run, Status
 
 SAMPLERS = ("random", "tpe", "cmaes", "qmc")
 PRUNERS = ("none", "median", "asha", "hyperband")

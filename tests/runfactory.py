@@ -1,4 +1,4 @@
-"""Synthetic run directories for tests, written through `nnexp.runs.Run` like real ones.
+"""Synthetic run directories for tests, written through `nnexp.rundir.Run` like real ones.
 
 Tests of compare, plots and ensemble need runs with chosen accuracies, statuses and
 configs, and training real ones would take minutes. `make_run` writes the same files the
@@ -15,8 +15,8 @@ import numpy as np
 
 from nnexp.batch import SweepDir
 from nnexp.network import build_spec, init_params
-from nnexp.runs import Run, Status
-from nnexp.sweep import Plan, Point
+from nnexp.rundir import Run, Status
+from nnexp.sweepplan import Plan, Point
 
 from conftest import make_config
 

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nnexp.cli import app
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import needs_mnist
 

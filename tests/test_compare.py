@@ -13,11 +13,11 @@ import pytest
 from runfactory import make_run
 from typer.testing import CliRunner
 
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp import render
 from nnexp.cli import app
 from nnexp.errors import UserError
-from nnexp.runs import Run
+from nnexp.rundir import Run
 from nnexp.config import flatten
 from nnexp.runset import find_run_dirs, load_runs, read_run
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from nnexp.cli import app
 from nnexp.data import load_expanded
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import needs_mnist
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import needs_mnist
 

@@ -22,7 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nnexp.cli import app
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import needs_mnist
 
@@ -69,7 +69,7 @@ def outcome(run: Run) -> dict:
 def test_an_extension_refused_because_another_process_holds_the_run_changes_nothing(tmp_path):
     run = train(tmp_path, "runs", "training.epochs=2")
     holder = subprocess.Popen(  # a real second process holding the run, as a trainer does
-        [sys.executable, "-c", "import sys\nfrom nnexp.runs import Run\nwith Run(sys.argv[1]).lock():\n"
+        [sys.executable, "-c", "import sys\nfrom nnexp.rundir import Run\nwith Run(sys.argv[1]).lock():\n"
                                "    print('held', flush=True)\n    sys.stdin.read()\n", str(run.path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -20,12 +20,12 @@ import yaml
 from typer.testing import CliRunner
 
 from nnexp import batch, executors, lifecycle
-from nnexp import compare as cmp
-from nnexp import sweep as sweeps
+from nnexp import comparison as cmp
+from nnexp import sweepplan as sweeps
 from nnexp.cli import app
 from nnexp.ensemble import run_ensemble
 from nnexp.errors import RunDirError, UserError
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import make_config, needs_mnist
 from runfactory import make_run

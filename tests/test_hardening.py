@@ -19,14 +19,14 @@ from runfactory import make_run
 from typer.testing import CliRunner
 
 from nnexp import backends, config, lifecycle, yamlio
-from nnexp import runs as runs_module
+from nnexp import rundir as runs_module
 from nnexp.backends import Objective, Optimizer
 from nnexp.cli import app
 from nnexp.errors import ConfigError, RunDirError
 from nnexp.evaluate import recorded_test_accuracy
 from nnexp.network import build_spec, init_params
 from nnexp.plots import plot_run
-from nnexp.runs import Run
+from nnexp.rundir import Run
 from nnexp.runset import load_runs
 
 runner = CliRunner()
@@ -196,12 +196,12 @@ def _python(code: str, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_nnexp_runs_imports_where_fcntl_is_missing():
+def test_nnexp_rundir_imports_where_fcntl_is_missing():
     proc = _python("""
         import sys
         sys.modules["fcntl"] = None  # as on Windows
-        import nnexp.runs
-        assert nnexp.runs.fcntl is None
+        import nnexp.rundir
+        assert nnexp.rundir.fcntl is None
         print("imported")
     """)
     out, err = proc.communicate(timeout=120)
@@ -212,9 +212,9 @@ def test_a_filelock_held_by_a_killed_process_is_released(tmp_path, no_fcntl):
     run = Run.create(tmp_path, "killed")
     holder = _python(f"""
         import time
-        from nnexp import runs
-        runs.fcntl = None
-        with runs.Run({str(run.path)!r}).lock():
+        from nnexp import rundir
+        rundir.fcntl = None
+        with rundir.Run({str(run.path)!r}).lock():
             print("locked", flush=True)
             time.sleep(120)
     """)
@@ -443,7 +443,7 @@ def test_resume_refuses_a_config_edited_after_the_run_started(tmp_path):
 def test_compare_shows_no_best_figures_for_a_run_with_no_best_epoch(tmp_path):
     from runfactory import make_run
 
-    from nnexp import compare as cmp
+    from nnexp import comparison as cmp
 
     run = make_run(tmp_path, "nan", val=[0.5], status="diverged")
     summary = json.loads((run.path / "summary.json").read_text())
@@ -478,7 +478,7 @@ def test_long_names_huge_layers_directories_and_glob_characters_are_one_line_err
 def test_a_full_disk_still_leaves_the_run_marked_failed(tmp_path, monkeypatch):
     import errno
 
-    from nnexp import runs as runs_mod
+    from nnexp import rundir as runs_mod
     from nnexp import training as train
     from nnexp.lifecycle import Intent
 

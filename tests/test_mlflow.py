@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nnexp.cli import app
-from nnexp.runs import Notes, Run
+from nnexp.rundir import Notes, Run
 from nnexp.runset import read_run
 
 from runfactory import make_run, write_manifest

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import needs_mnist
 

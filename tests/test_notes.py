@@ -22,10 +22,10 @@ from test_readable import (assert_fits, assert_no_broken_words, assert_rows_whol
 from typer.testing import CliRunner
 
 from nnexp import batch, render
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp.cli import app
 from nnexp.errors import UserError
-from nnexp.runs import NOTES, Notes, Run, Status, notes_given, tag_arguments
+from nnexp.rundir import NOTES, Notes, Run, Status, notes_given, tag_arguments
 from nnexp.runset import read_run
 
 from conftest import needs_mnist
@@ -154,7 +154,7 @@ class Interrupted:
 
 @needs_mnist
 def test_points_get_their_notes_before_any_trains_and_an_interrupted_sweep_keeps_them(tmp_path):
-    from nnexp import sweep as sweeps
+    from nnexp import sweepplan as sweeps
 
     plan = sweeps.plan_sweep(tiny(tmp_path), sets=[], grid=["training.eta=0.5,0.25"], seeds=None, name=None)
     made = batch.new_sweep(plan, tmp_path / "runs")

@@ -8,7 +8,7 @@ import pytest
 from runfactory import CONV_LAYERS, make_run, png_size
 from typer.testing import CliRunner
 
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp import plots
 from nnexp.cli import app
 from nnexp.errors import UserError

@@ -32,12 +32,12 @@ from rich.console import Console
 from runfactory import make_run, write_manifest
 from typer.testing import CliRunner
 
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp import config, plots, render
 from nnexp.cli import app
 from nnexp.errors import UserError
 from nnexp.gradcheck import gradcheck
-from nnexp.sweep import plan_sweep
+from nnexp.sweepplan import plan_sweep
 
 from conftest import needs_mnist
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from nnexp import config
 from nnexp.cli import app
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import needs_mnist
 
@@ -133,7 +133,7 @@ def test_a_run_held_by_another_process_cannot_be_resumed(tmp_path):
     run.write_config({"name": "busy"})
     with run.lock():
         assert run.is_locked()
-        probe = subprocess.run([sys.executable, "-c", "from nnexp.runs import Run; import sys;"
+        probe = subprocess.run([sys.executable, "-c", "from nnexp.rundir import Run; import sys;"
                                 f"r = Run({str(run.path)!r}); sys.exit(3 if r.is_locked() else 0)"])
         assert probe.returncode == 3
     assert not run.is_locked()
@@ -169,7 +169,7 @@ def test_two_train_processes_started_together_write_two_runs(tmp_path):
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
-    from nnexp import runs
+    from nnexp import rundir
 
     run = Run.create(tmp_path, "full-disk")
     run.write_summary({"status": "running"})
@@ -177,7 +177,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
     def no_space(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runs.os, "fsync", no_space)
+    monkeypatch.setattr(rundir.os, "fsync", no_space)
     with pytest.raises(OSError):
         run.write_summary({"status": "completed"})
     assert json.loads((run.path / "summary.json").read_text()) == {"status": "running"}

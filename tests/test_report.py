@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from nnexp import report
 from nnexp.cli import app
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import needs_mnist
 from runfactory import CONV_LAYERS, FAST_CONV_LAYERS, make_run, write_manifest
@@ -221,7 +221,7 @@ def test_bad_options_are_one_line(tmp_path):
 
 
 def test_run_panels_hold_config_env_notes_status(tmp_path):
-    from nnexp.runs import Notes
+    from nnexp.rundir import Notes
 
     run = make_run(tmp_path, "shallow", sets={"training.eta": 0.25}, val=[0.9, 0.92])
     run.write_notes(Notes("why: <b>a baseline</b> </script><!-- <script>", ("baseline", "ch1")))

@@ -13,10 +13,10 @@ from runfactory import CONV_LAYERS, make_run, png_size, write_manifest
 from test_readable import TINY, ch3_sweep
 from typer.testing import CliRunner
 
-from nnexp import compare as cmp
+from nnexp import comparison as cmp
 from nnexp.cli import app
 from nnexp.errors import UserError
-from nnexp.runs import Notes, Run
+from nnexp.rundir import Notes, Run
 from nnexp.runset import find_run_dirs, known_ids, resolve_run
 
 from conftest import needs_mnist

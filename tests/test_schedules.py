@@ -13,7 +13,7 @@ from nnexp import training as train
 from nnexp import lifecycle
 from nnexp.lifecycle import Intent
 from nnexp.errors import ConfigError, RunDirError
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import make_config, needs_mnist
 

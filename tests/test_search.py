@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nnexp import search
-from nnexp import sweep as sweeps
+from nnexp import sweepplan as sweeps
 from nnexp.cli import app
 from nnexp.errors import UserError
 

@@ -17,14 +17,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nnexp import sweep as sweeps
+from nnexp import sweepplan as sweeps
 from nnexp import training as train
 from nnexp import lifecycle
 from nnexp.lifecycle import Intent
 from nnexp.cli import app
 from nnexp.data import Dataset, Split
 from nnexp.errors import ConfigError, UserError
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import make_config, needs_mnist
 

@@ -24,7 +24,7 @@ from nnexp import lifecycle, tblog
 from nnexp import training as train
 from nnexp.cli import app
 from nnexp.lifecycle import Intent
-from nnexp.runs import MANIFEST, Run
+from nnexp.rundir import MANIFEST, Run
 from nnexp.training import SilentReporter
 
 from conftest import make_config, needs_mnist

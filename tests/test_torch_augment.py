@@ -23,7 +23,7 @@ from nnexp.backends.torch import model as torch_model  # noqa: E402
 from nnexp.data.augment import augment_epoch  # noqa: E402
 from nnexp.data.expand import elastic, rotate_each, shift  # noqa: E402
 from nnexp.network import build_spec, init_params  # noqa: E402
-from nnexp.runs import Run  # noqa: E402
+from nnexp.rundir import Run  # noqa: E402
 
 from conftest import make_config, needs_mnist  # noqa: E402
 

@@ -134,7 +134,7 @@ def test_dropout_state_resumes_on_the_graph():
 def test_tiny_training_run_on_cuda(tmp_path):
     from nnexp import training as train
     from nnexp import lifecycle
-    from nnexp.runs import Run
+    from nnexp.rundir import Run
 
     curves = {}
     for device in ("cuda", "cpu"):

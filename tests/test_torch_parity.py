@@ -272,7 +272,7 @@ def run_config(backend: str, **training) -> dict:
 def train_run(cfg: dict, runs_dir):
     from nnexp import lifecycle
     from nnexp import training as train
-    from nnexp.runs import Run
+    from nnexp.rundir import Run
 
     exp = train.prepare(cfg)
     run = Run.create(runs_dir, cfg["name"])

@@ -13,7 +13,7 @@ from nnexp import lifecycle
 from nnexp.errors import ConfigError, RunFailed
 from nnexp.evaluate import load_run_model, run_dataset, score
 from nnexp.network import init_params
-from nnexp.runs import Run
+from nnexp.rundir import Run
 
 from conftest import make_config, needs_mnist
 

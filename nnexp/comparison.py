@@ -26,7 +26,7 @@ from typing import Any
 
 from nnexp.config import reference_tolerance
 from nnexp.errors import UserError
-from nnexp.runs import Status, check_tag
+from nnexp.rundir import Status, check_tag
 from nnexp.runset import METRICS, RunRecord, load_runs
 from nnexp.yamlio import parse_yaml
 
