@@ -12,7 +12,10 @@ The page holds, with every script, style and number inside it (it opens from dis
   a cost axis is logarithmic where the curves' typical values are over 100x apart;
 - per run: its resolved config (keys that differ from a chosen run highlighted), env.json,
   note and tags, status and stop reason, and a conv layer's filters where it has a checkpoint;
-- with `ensemble=True`: the test images the runs' majority vote gets wrong.
+- with `ensemble=True`: the test images the runs' majority vote gets wrong;
+- per search (a sweep of kind "search") whose trials are among the runs: its optimisation
+  history (each trial's best validation accuracy, the objective, by trial number, with the
+  running best) and one chart per sampled key of its values against the objective.
 
 The data is embedded once, as JSON; the page's own JavaScript builds the charts from it.
 Plotly's JavaScript (4.8 MB) is embedded gzip-compressed and base64-encoded (1.9 MB) and
@@ -22,7 +25,8 @@ unpacked by the browser's DecompressionStream: a report of 50 runs stays well un
 trained, the page reloading itself and keeping its scroll position, hidden rows, sort,
 filter and open panels; the last write has no reloading.
 
-Non-goals: a server, editing runs from the page, charts other than per-epoch curves.
+Non-goals: a server, editing runs from the page, charts other than per-epoch curves and a
+search's.
 """
 
 from __future__ import annotations
@@ -46,11 +50,13 @@ from typing import Any, Callable
 import numpy as np
 
 from nnexp import comparison as cmp
+from nnexp import search as searching
 from nnexp.errors import RunDirError, UserError
 from nnexp.fileio import atomic_write_text
 from nnexp.render import _left_aligned, human_table
-from nnexp.rundir import Run, is_finite_number
+from nnexp.rundir import MANIFEST, Run, is_finite_number
 from nnexp.runset import RunRecord
+from nnexp.sweepplan import read_manifest
 from nnexp.training import STOP_REASONS  # the loop's words for why a run stopped -> people's
 
 MISSING = 'the HTML report needs plotly: pip install "nnexp[report]"'
@@ -281,6 +287,57 @@ def is_live(records: list[RunRecord]) -> bool:
     return any(r.run.is_locked() for r in records) or any(Run(s).is_locked() for s in sweeps)
 
 
+def _search_value(value: Any, kind: str) -> Any:
+    """A sampled value as its chart's x: a number on a numeric axis, a label on a choice's."""
+    if kind == "choice":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return value if is_finite_number(value) else None
+
+
+def _searches(records: list[RunRecord]) -> list[dict]:
+    """Per search sweep whose trials are among `records` (in the order they first appear):
+    its trials in the order the search proposed them (t001 = 1), each with its status, best
+    validation accuracy (the objective a search ranks by; test accuracy never chooses) and
+    sampled values, the running best, and one chart per sampled key. A sweep whose manifest
+    cannot be read is left out here (compare has warned about it where it matters)."""
+    by_sweep: dict[Path, dict[str, RunRecord]] = {}
+    for record in records:
+        if record.sweep:
+            by_sweep.setdefault(record.run.path.parent, {})[record.run.path.name] = record
+    out = []
+    for path, mine in by_sweep.items():
+        try:
+            plan, _ = read_manifest(path / MANIFEST)
+            samples = [searching.parse_sample(s) for s in plan.spec.get("samples", [])]
+        except (RunDirError, UserError):
+            continue
+        if plan.kind != "search" or not samples:
+            continue
+        trials, best = [], None
+        for number, point in enumerate(plan.points, start=1):
+            record = mine.get(point.id)
+            if record is None:  # not started, or left out by --where / --status / --last
+                continue
+            value = record.values.get("best_validation_accuracy")
+            value = value if is_finite_number(value) else None
+            if value is not None and (best is None or value > best):
+                best = value
+            # the manifest's overrides are the draw (an Optuna sampler writes its proposal there
+            # before the trial runs); the run's config holds it where the manifest does not
+            values = {s.key: point.overrides.get(s.key, record.flat.get(s.key)) for s in samples}
+            trials.append({"id": point.id, "run": record.id, "number": number, "status": str(record.status),
+                           "value": value, "best": best,
+                           "values": {k: cmp.config_cell(v, k) for k, v in values.items()},
+                           "x": {s.key: _search_value(values[s.key], s.kind) for s in samples}})
+        if not trials:
+            continue
+        params = [{"key": s.key, "kind": s.kind, "log": s.kind == "log-uniform",
+                   "categories": [_search_value(a, "choice") for a in s.args] if s.kind == "choice" else None}
+                  for s in samples]
+        out.append({"name": path.name, "trials": trials, "params": params})
+    return out
+
+
 def gather(opts: Options, cache: dict | None = None) -> tuple[dict, cmp.Comparison, list[str], bool]:
     """(the page's data, the comparison, warnings, live): everything the page shows."""
     comparison, warnings = cmp.compare(opts.patterns, sort=opts.sort, descending=opts.descending,
@@ -303,6 +360,7 @@ def gather(opts: Options, cache: dict | None = None) -> tuple[dict, cmp.Comparis
     left = _left_aligned(comparison)  # text columns, as markdown aligns them
     data = {"headers": headers, "text_columns": [i for i, h in enumerate(headers) if h in left], "rows": rows, "runs": runs, "charts": _charts(comparison),
             "warnings": warnings}
+    data["searches"] = _searches(records)
     if opts.ensemble:
         data["ensemble"] = _ensemble(comparison, opts, cache)
     return data, comparison, warnings, is_live(records)
@@ -389,6 +447,17 @@ def _ensemble_section(data: dict) -> str:
             f'</thead><tbody>{members}</tbody></table><div class="errors">{tiles}</div></section>')
 
 
+def _search_sections(data: dict) -> str:
+    """A section per search, its charts drawn by the script from data["searches"]."""
+    esc = html.escape
+    return "".join(
+        f'<section class="search" id="search-{i}"><h2>Search {esc(s["name"])}</h2><p>{len(s["trials"])} trials. '
+        f'First each trial\'s best validation accuracy (the objective) by trial number, and the best so far; '
+        f'a cross is a pruned trial, a triangle a diverged one. Then each sampled value against the objective. '
+        f'Hover for the trial, its status and its values.</p><div class="charts"></div></section>'
+        for i, s in enumerate(data.get("searches", [])))
+
+
 def page(data: dict, title: str, watch: float | None) -> str:
     """The HTML document: styles, the table, the panels, the data, Plotly and the script."""
     esc = html.escape
@@ -399,6 +468,7 @@ def page(data: dict, title: str, watch: float | None) -> str:
     return TEMPLATE.format(
         title=esc(title), live=live, warnings=f'<ul class="warnings">{warnings}</ul>' if warnings else "",
         table=_table(data), runs=_run_panels(data), ensemble=_ensemble_section(data),
+        searches=_search_sections(data),
         data=_json_for_script(data), plotly=plotly_js_packed(), script=SCRIPT, style=STYLE)
 
 
@@ -506,7 +576,7 @@ TEMPLATE = """<!DOCTYPE html>
 mean with a min–max band; the star marks the best-validation epoch.</p>
 <p id="plot-error" hidden></p>
 <div class="charts" id="charts"></div>
-{ensemble}
+{searches}{ensemble}
 <h2>Each run</h2>
 {runs}
 <script type="application/json" id="nnexp-data">{data}</script>
@@ -693,6 +763,50 @@ function setHidden(id, hide) {
   }
   markRows();
 }
+// --- a search's charts: the optimisation history and each sampled value against the objective ---
+const SYMBOL = {completed: "circle", pruned: "x", diverged: "triangle-up"};
+function drawSearches() {
+  return (D.searches || []).flatMap((s, i) => {
+    const box = document.querySelector("#search-" + i + " .charts");
+    const shown = s.trials.filter(t => t.value !== null);  // a trial with no validation yet has no point
+    const esc = v => String(v).replace(/&/g, "&amp;").replace(/</g, "&lt;");  // hover text is HTML to Plotly
+    const hover = t => "<b>" + esc(t.id) + "</b> · " + t.status +
+      "<br>best validation " + (100 * t.value).toFixed(2) + "%<br>" +
+      Object.entries(t.values).map(([k, v]) => esc(k) + " = " + esc(v)).join("<br>");
+    const markers = ts => ({symbol: ts.map(t => SYMBOL[t.status] || "square"), size: 9,
+      color: ts.map(t => t.status === "completed" ? "hsla(215,70%,45%,0.85)" : "hsla(0,70%,50%,0.85)")});
+    const plot = (kind, key, traces, xaxis, title) => {
+      const div = document.createElement("div");
+      div.className = "chart" + (kind === "history" ? " wide" : "");
+      div.dataset.kind = kind;
+      if (key) div.dataset.key = key;
+      box.appendChild(div);
+      return Plotly.newPlot(div, traces, {
+        title: {text: title, font: {size: 14}}, margin: {l: 60, r: 10, t: 36, b: 40}, hovermode: "closest",
+        xaxis: xaxis, yaxis: {title: {text: "best validation accuracy (%)"}}, showlegend: kind === "history",
+        legend: {font: {size: 11}}, uirevision: "keep"}, {displaylogo: false, responsive: true});
+    };
+    const best = s.trials.filter(t => t.best !== null);
+    const history = plot("history", null, [
+      {type: "scatter", mode: "lines", name: "best so far", line: {shape: "hv", color: "#1a7f37", width: 1.8},
+       x: best.map(t => t.number), y: best.map(t => 100 * t.best),
+       hovertemplate: "best so far %{y:.2f}% (after trial %{x})<extra></extra>", meta: {kind: "running best"}},
+      {type: "scatter", mode: "markers", name: "trials", x: shown.map(t => t.number), y: shown.map(t => 100 * t.value),
+       text: shown.map(hover), hovertemplate: "%{text}<extra></extra>", marker: markers(shown), meta: {kind: "trials"}}],
+      {title: {text: "trial"}, tickformat: "d", dtick: s.trials[s.trials.length - 1].number <= 20 ? 1 : undefined},
+      "optimisation history: " + s.name);
+    const params = s.params.map(p => {
+      const xaxis = {title: {text: p.key}, type: p.log ? "log" : p.categories ? "category" : "linear",
+                     exponentformat: "power"};
+      if (p.categories) Object.assign(xaxis, {categoryorder: "array", categoryarray: p.categories});
+      const ts = shown.filter(t => t.x[p.key] !== null);
+      return plot("param", p.key, [{type: "scatter", mode: "markers", name: p.key, x: ts.map(t => t.x[p.key]),
+        y: ts.map(t => 100 * t.value), text: ts.map(hover), hovertemplate: "%{text}<extra></extra>", marker: markers(ts),
+        meta: {kind: "param", key: p.key}}], xaxis, p.key + " (" + p.kind + ") against the objective");
+    });
+    return [history].concat(params);
+  });
+}
 async function loadPlotly() {
   const b64 = document.getElementById("plotly-gz").textContent;
   const bin = atob(b64), bytes = new Uint8Array(bin.length);
@@ -727,7 +841,7 @@ async function draw() {
       gd.on("plotly_legenddoubleclick", () => false);
     });
   });
-  await Promise.all(drawn);
+  await Promise.all(drawn.concat(drawSearches()));
   window.nnexpDrawnAt = performance.now();
   window.nnexpReady = true;
   if (saved && saved.scroll) window.scrollTo(saved.scroll[0], saved.scroll[1]);

@@ -25,7 +25,9 @@ from typer.testing import CliRunner
 
 from nnexp import report
 from nnexp.cli import app
-from nnexp.rundir import Run
+from nnexp.batch import SweepDir
+from nnexp.rundir import Run, Status
+from nnexp.sweepplan import search_plan
 
 from conftest import needs_mnist
 from runfactory import CONV_LAYERS, FAST_CONV_LAYERS, make_run, write_manifest
@@ -104,6 +106,32 @@ def mixed_runs(root: Path) -> Path:
     make_run(root, "shallow", seed=2, sets={"training.eta": 1.0}, val=[0.82, 0.88], test=[0.81, 0.86])
     make_run(root, "shallow", sets={"training.eta": 9.0}, val=[0.5, float("nan")], status="diverged")
     return root
+
+
+SEARCH_SAMPLES = ["training.eta=log-uniform:0.01:3", "training.batch_size=choice:10,20"]
+# (trial, eta, batch size, per-epoch validation accuracies, test accuracies, status): the
+# trials listed out of the order their values would sort in, one pruned and one diverged
+SEARCH_TRIALS = [("t001", 0.05, 20, [0.90, 0.93], [0.97, 0.98], "completed"),
+                 ("t002", 1.5, 10, [0.80], [0.79], "pruned"),
+                 ("t003", 2.9, 10, [0.50, float("nan")], None, "diverged"),
+                 ("t004", 0.3, 20, [0.94, 0.96, 0.95], [0.90, 0.91, 0.92], "completed")]
+
+
+def search_sweep(root: Path) -> Path:
+    """A search's sweep directory as `nnexp search` leaves one: its manifest's plan of kind
+    "search" with the samples in its spec and each trial's draw as the point's overrides,
+    and a run directory per trial (t001, ...) trained on those values."""
+    sweep = root / "shallow-search"
+    sweep.mkdir(parents=True)
+    for trial, eta, batch, val, test, status in SEARCH_TRIALS:
+        run = make_run(sweep, trial, sets={"training.eta": eta, "training.batch_size": batch}, val=val, test=test,
+                       status=status)
+        run.path.rename(sweep / trial)  # a sweep's point is its id, no time stamp
+    draws = [{"training.eta": eta, "training.batch_size": batch} for _, eta, batch, *_ in SEARCH_TRIALS]
+    plan = search_plan("shallow-search", Run(sweep / "t001").read_config(), draws,
+                       {"samples": SEARCH_SAMPLES, "trials": len(draws), "search_seed": 0})
+    SweepDir(sweep, plan, {t[0]: Status(t[5]) for t in SEARCH_TRIALS}, 1, ["nnexp", "search"]).save()
+    return sweep
 
 
 # --- the data and the markup -----------------------------------------------------------------
@@ -302,6 +330,38 @@ def test_ensemble_errors_are_the_votes(tmp_path):
     assert text.count('class="digit"') == len(shown["wrong"])
 
 
+def test_search_has_its_history_and_sampled_values(tmp_path):
+    """Per trial, in the search's order: its best validation accuracy (not test), its status and
+    sampled values, the running best; one chart per sampled key, log for log-uniform, the
+    choices as categories in the order given."""
+    sweep = search_sweep(tmp_path / "runs")
+    other = make_run(tmp_path / "runs", "shallow", val=[0.99])  # not a search's: no section of its own
+    data = page_data(write_report([str(sweep), str(other.path)], tmp_path / "r.html"))
+    assert len(data["searches"]) == 1
+    search = data["searches"][0]
+    assert search["name"] == "shallow-search"
+    trials = search["trials"]
+    assert [t["id"] for t in trials] == ["t001", "t002", "t003", "t004"]
+    assert [t["number"] for t in trials] == [1, 2, 3, 4]
+    assert [t["status"] for t in trials] == ["completed", "pruned", "diverged", "completed"]
+    assert [t["value"] for t in trials] == pytest.approx([0.93, 0.80, 0.50, 0.96])  # t001's test 0.98 is not it
+    assert [t["best"] for t in trials] == pytest.approx([0.93, 0.93, 0.93, 0.96])
+    assert [t["x"] for t in trials] == [{"training.eta": eta, "training.batch_size": str(batch)}
+                                        for _, eta, batch, *_ in SEARCH_TRIALS]
+    assert trials[1]["values"] == {"training.eta": "1.5", "training.batch_size": "10"}
+    assert trials[0]["run"] == "shallow-search/t001"
+    assert search["params"] == [
+        {"key": "training.eta", "kind": "log-uniform", "log": True, "categories": None},
+        {"key": "training.batch_size", "kind": "choice", "log": False, "categories": ["10", "20"]}]
+    # a trial --where leaves out is not in the history; the others keep their numbers
+    data = page_data(write_report([str(sweep), "--where", "training.eta<1"], tmp_path / "w.html"))
+    assert [(t["id"], t["number"]) for t in data["searches"][0]["trials"]] == [("t001", 1), ("t004", 4)]
+    # a grid sweep and loose runs: no search section
+    text = write_report([str(write_manifest(mixed_runs(tmp_path / "grid-1-2"))), str(other.path)], tmp_path / "g.html")
+    assert page_data(text)["searches"] == []
+    assert 'class="search"' not in text
+
+
 # --- in a browser ----------------------------------------------------------------------------
 
 
@@ -407,6 +467,47 @@ def test_page_draws_one_curve_per_row_without_errors(browser, pages):
                 assert sorted(bands[0]["y"]) == pytest.approx(sorted([82.0, 88.0, 85.0, 80.0]))
         finally:
             page.context.close()
+
+
+def test_search_charts_are_drawn(browser, tmp_path):
+    """The history (a point per trial with a validation accuracy, its status's symbol, and the
+    running best) and a chart per sampled key with its axis type, without console errors."""
+    sweep = search_sweep(tmp_path / "runs")
+    path = tmp_path / "search.html"
+    write_report([str(sweep)], path)
+    page, problems, _ = _open(browser, path)
+    try:
+        assert problems == []
+        assert not page.locator("#plot-error").is_visible()
+        charts = page.evaluate("""() => Array.from(document.querySelectorAll('#search-0 .chart')).map(gd => ({
+            kind: gd.dataset.kind, key: gd.dataset.key || null, xtype: gd._fullLayout.xaxis.type,
+            traces: gd.data.map(t => ({kind: t.meta.kind, x: t.x, y: t.y, symbol: t.marker && t.marker.symbol}))}))""")
+        assert [(c["kind"], c["key"], c["xtype"]) for c in charts] == [
+            ("history", None, "linear"), ("param", "training.eta", "log"), ("param", "training.batch_size", "category")]
+        history = {t["kind"]: t for t in charts[0]["traces"]}
+        assert history["trials"]["x"] == [1, 2, 3, 4]
+        assert history["trials"]["y"] == pytest.approx([93, 80, 50, 96])
+        assert history["trials"]["symbol"] == ["circle", "x", "triangle-up", "circle"]
+        assert history["running best"]["y"] == pytest.approx([93, 93, 93, 96])
+        eta, batch = (c["traces"][0] for c in charts[1:])
+        assert eta["x"] == pytest.approx([0.05, 1.5, 2.9, 0.3]) and eta["y"] == pytest.approx([93, 80, 50, 96])
+        assert batch["x"] == ["20", "10", "10", "20"]
+        # hovering the pruned trial t002 (trial 2, 80%) names it, its status and its values
+        page.locator("#search-0 .chart").first.scroll_into_view_if_needed()
+        point = page.evaluate("""() => {
+            const gd = document.querySelector('#search-0 .chart[data-kind=history]');
+            const L = gd._fullLayout, box = gd.getBoundingClientRect();
+            return {x: box.left + L._size.l + L.xaxis.l2p(2), y: box.top + L._size.t + L.yaxis.l2p(80)};
+        }""")
+        page.mouse.move(point["x"] - 30, point["y"] - 30)
+        page.mouse.move(point["x"], point["y"], steps=5)
+        label = page.locator("#search-0 .chart[data-kind=history] .hoverlayer .hovertext")
+        label.first.wait_for(timeout=10_000)
+        text = label.first.text_content()
+        assert "t002" in text and "pruned" in text and "80.00%" in text
+        assert "training.eta = 1.5" in text and "training.batch_size = 10" in text
+    finally:
+        page.context.close()
 
 
 def test_clicking_a_header_sorts_and_typing_filters(browser, pages):
