@@ -469,7 +469,7 @@ def page(data: dict, title: str, watch: float | None) -> str:
         title=esc(title), live=live, warnings=f'<ul class="warnings">{warnings}</ul>' if warnings else "",
         table=_table(data), runs=_run_panels(data), ensemble=_ensemble_section(data),
         searches=_search_sections(data),
-        data=_json_for_script(data), plotly=plotly_js_packed(), script=SCRIPT, style=STYLE)
+        data=_json_for_script(data), plotly=plotly_js_packed(), loader=LOADER, script=SCRIPT, style=STYLE)
 
 
 def build(opts: Options, *, watch: float | None = None, cache: dict | None = None) -> Report:
@@ -564,7 +564,9 @@ TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{title}</title>
-<style>{style}</style></head>
+<style>{style}</style>
+<script type="application/octet-stream" id="plotly-gz">{plotly}</script>
+<script>{loader}</script></head>
 <body>
 <h1>{title}</h1>
 {live}{warnings}
@@ -580,9 +582,25 @@ mean with a min–max band; the star marks the best-validation epoch.</p>
 <h2>Each run</h2>
 {runs}
 <script type="application/json" id="nnexp-data">{data}</script>
-<script type="application/octet-stream" id="plotly-gz">{plotly}</script>
 <script>{script}</script>
 </body></html>
+"""
+
+# Plotly is unpacked and compiled while the browser parses the rest of the page: started here,
+# in <head>, its start-up (the page's longest step) overlaps the body's parsing and the table.
+LOADER = r"""
+window.nnexpPlotly = (async function () {
+  const b64 = document.getElementById("plotly-gz").textContent;
+  const bin = atob(b64), bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  // run as a script of its own (a blob: URL, local like the page) rather than as inline text:
+  // the browser compiles a script it fetches off the main thread, ~0.2 s sooner here
+  const code = await new Response(stream).blob();
+  const s = document.createElement("script");
+  s.src = URL.createObjectURL(new Blob([code], {type: "text/javascript"}));
+  await new Promise((done, failed) => { s.onload = done; s.onerror = failed; document.head.appendChild(s); });
+})();
 """
 
 SCRIPT = r"""
@@ -807,20 +825,8 @@ function drawSearches() {
     return [history].concat(params);
   });
 }
-async function loadPlotly() {
-  const b64 = document.getElementById("plotly-gz").textContent;
-  const bin = atob(b64), bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-  // run as a script of its own (a blob: URL, local like the page) rather than as inline text:
-  // the browser compiles a script it fetches off the main thread, ~0.2 s sooner here
-  const code = await new Response(stream).blob();
-  const s = document.createElement("script");
-  s.src = URL.createObjectURL(new Blob([code], {type: "text/javascript"}));
-  await new Promise((done, failed) => { s.onload = done; s.onerror = failed; document.head.appendChild(s); });
-}
 async function draw() {
-  await loadPlotly();
+  await window.nnexpPlotly;
   window.nnexpPlotlyAt = performance.now();  // with nnexpDrawnAt: where a page's load time goes
   const box = document.getElementById("charts");
   const longest = Math.max(0, ...D.runs.map(run => Math.max(0, ...(run.metrics.epoch || []))));

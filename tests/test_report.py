@@ -263,7 +263,7 @@ def test_run_panels_hold_config_env_notes_status(tmp_path):
     assert mine["config"]["training.eta"] == "0.25" and mine["stop_reason"] == "all epochs run"
     assert next(r for r in data["runs"] if r["name"] == other.name)["status"] == "interrupted"
     assert "why: &lt;b&gt;a baseline&lt;/b&gt; &lt;/script&gt;" in text  # a note is text, never markup
-    assert text.count("</script>") == 3  # the data's, Plotly's and the page's script: none from the note
+    assert text.count("</script>") == 4  # the data, packed Plotly, its loader, the page script: none from the note
     assert '<span class="tag">baseline</span>' in text and "3.11.9" in text
     assert data["watch"] is None  # no run trains: no reloading
 
