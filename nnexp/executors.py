@@ -63,7 +63,7 @@ class Task:
     config: dict  # resolved
     run_dir: str
     data_dir: str | None = None
-    intent: Intent = Intent.CONTINUE  # RETRY starts diverged and failed points over
+    intent: Intent = Intent.CONTINUE
     threads: int = 1  # BLAS and torch threads for this point
     tensorboard: bool = False  # also write RUN/tensorboard/ event files as epochs end (tblog)
     hparams: dict | None = None  # what TensorBoard's HParams records for the point (tblog.sweep_hparams)

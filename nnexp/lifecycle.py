@@ -11,9 +11,9 @@ they want as an `Intent` and call `execute(exp, run, intent)`:
               (a full disk stopped it) continues from it               failed points
     EXTEND    a completed run goes on under its config's new epochs    nnexp resume --set
               or patience (RESUMABLE_KEYS)
-    RETRY     a diverged or failed run starts over in its directory,   not sweeps: --retry-failed
-              its epochs deleted; any other as CONTINUE               sets the old run aside and
-                                                                      STARTs its point anew
+
+A diverged or failed run is never started over in its own directory: a sweep's
+--retry-failed sets it aside (kept, hidden) and STARTs its point anew.
 
 `resume_intent` is the policy of `nnexp resume`: which intent a run's status and the
 requested changes call for, and what is refused. A run always continues under the config it
@@ -50,7 +50,6 @@ class Intent(StrEnum):
     CONTINUE = "continue"
     RESUME = "resume"
     EXTEND = "extend"
-    RETRY = "retry"
 
 
 # Keys a resumed run may change: they decide how far a run goes, not what it has done so far.
@@ -80,16 +79,12 @@ def execute(exp: Experiment, run: Run, intent: Intent = Intent.CONTINUE, reporte
         if intent != Intent.EXTEND:
             return summary
         return resume(exp, run, reporter, deadline=deadline, intent=intent)
-    if status == Status.PRUNED and intent in (Intent.CONTINUE, Intent.RETRY):
+    if status == Status.PRUNED and intent == Intent.CONTINUE:
         return summary  # its search decided it; `nnexp resume` (RESUME, EXTEND) continues it
     if status == Status.FAILED and intent == Intent.RESUME and run.checkpoint_path("last").exists():
         return resume(exp, run, reporter, deadline=deadline, intent=intent)
     if status in (Status.DIVERGED, Status.FAILED):
-        if intent != Intent.RETRY:
-            return summary
-        with run.lock():  # no other process is training it while it is cleared
-            run.clear()
-        return start(exp, run, reporter, deadline=deadline)
+        return summary
     return resume(exp, run, reporter, deadline=deadline, intent=intent)
 
 

@@ -30,7 +30,6 @@ import io
 import json
 import math
 import os
-import shutil
 import re
 import zipfile
 from dataclasses import dataclass, fields
@@ -283,15 +282,6 @@ class Run:
         except OSError as exc:
             raise RunDirError(f"cannot create the run directory {run.path}: {exc.strerror}") from None
         return run
-
-    def clear(self) -> None:
-        """Remove everything a run wrote (to start a failed run over), keeping the directory
-        and its notes.json: why the run exists is the same when it starts over."""
-        for child in self.path.iterdir():
-            if child.name in (".lock", NOTES):
-                continue
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        (self.path / "checkpoints").mkdir()
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Run":
