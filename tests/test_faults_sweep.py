@@ -37,8 +37,9 @@ TINY = {"name": "tiny", "data": {"train_size": 300},
         "training": {"epochs": 2, "eta": 0.5}}
 
 
-def write_tiny(folder: Path, **training) -> Path:
-    raw = json.loads(json.dumps(TINY))
+def write_tiny(folder: Path, base: dict = TINY, **training) -> Path:
+    """`base` (a copy), its training keys updated, as folder/tiny.yaml."""
+    raw = json.loads(json.dumps(base))
     raw["training"].update(training)
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))

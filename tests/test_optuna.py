@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from nnexp.cli import app
 from nnexp.rundir import Run
 
 from conftest import needs_mnist
+from test_faults_sweep import write_tiny as write_config
 
 optuna = pytest.importorskip("optuna", reason='Optuna is not installed (pip install -e ".[optuna]")')
 
@@ -36,11 +36,7 @@ ETA = "training.eta=log-uniform:1e-5:1"
 
 
 def write_tiny(tmp_path, **training) -> Path:
-    raw = json.loads(json.dumps(TINY))
-    raw["training"].update(training)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(tmp_path, TINY, **training)
 
 
 def cli(*args):
