@@ -16,7 +16,8 @@ for half the configurations, training accuracy and cost and three hidden layers'
    --no-group (50 curves a chart). Target 2 s.
 4. Live: `nnexp report DIR --watch 2` on the runs with one of them training (its lock held
    here); an epoch is appended to it and the time until the page open in Chromium (reloading
-   itself) holds that epoch, drawn, is measured, 3 times. Target 5 s.
+   itself when the watcher's beacon names a new file) holds that epoch, drawn, is measured,
+   6 times, at different points of the watcher's period. Target 5 s.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def load_time(browser, path: Path) -> tuple[float, float, float, float]:
         page.close()
 
 
-def live_delay(browser, runs_dir: Path, run: Run, out: Path, epochs: int, tries: int = 3) -> list[float]:
+def live_delay(browser, runs_dir: Path, run: Run, out: Path, epochs: int, tries: int = 6) -> list[float]:
     """Seconds from appending an epoch to `run` (held locked, as training holds it) until the
     page a `--watch 2` keeps rewriting shows it, drawn."""
     delays = []

@@ -634,7 +634,6 @@ def report_runs(
         checkpoint: CheckpointOpt = "best", data_dir: DataDirOpt = None,
         runs_dir: FindRunsOpt = Path("runs")) -> None:
     """One self-contained HTML page of runs: compare's table, interactive learning curves, configs; prints its path."""
-    report.require()
     output = report.check_output(output)
     opts = report.Options(runs, sort=sort, descending=descending, group=group, where=where or [],
                           status=status or [], last=last, ensemble=ensemble, checkpoint=checkpoint,

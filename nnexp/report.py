@@ -18,12 +18,15 @@ The page holds, with every script, style and number inside it (it opens from dis
   running best) and one chart per sampled key of its values against the objective.
 
 The data is embedded once, as JSON; the page's own JavaScript builds the charts from it.
-Plotly's JavaScript (4.8 MB) is embedded gzip-compressed and base64-encoded (1.9 MB) and
-unpacked by the browser's DecompressionStream: a report of 50 runs stays well under 5 MB.
+Plotly's basic bundle (nnexp/assets: plotly.js with its scatter, bar and pie traces, 1.2 MB)
+is embedded gzip-compressed and base64-encoded (0.53 MB) and unpacked by the browser's
+DecompressionStream.
 
-`watch` rewrites the file (atomically) every few seconds while any run or sweep is being
-trained, the page reloading itself and keeping its scroll position, hidden rows, sort,
-filter and open panels; the last write has no reloading.
+`watch` checks every few seconds while any run or sweep is being trained and rewrites the
+file (atomically) when what it shows has changed; beside it, a beacon script names what the
+file holds, and an open page that loads it twice a second reloads itself when that changes,
+keeping its scroll position, hidden rows, sort, filter and open panels. The last write has
+no live part.
 
 Non-goals: a server, editing runs from the page, charts other than per-epoch curves and a
 search's.
@@ -34,8 +37,8 @@ from __future__ import annotations
 import base64
 import functools
 import gzip
+import hashlib
 import html
-import importlib
 import json
 import math
 import statistics
@@ -44,6 +47,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,7 +63,6 @@ from nnexp.runset import RunRecord
 from nnexp.sweepplan import read_manifest
 from nnexp.training import STOP_REASONS  # the loop's words for why a run stopped -> people's
 
-MISSING = 'the HTML report needs plotly: pip install "nnexp[report]"'
 LOG_RATIO = 100  # as plots.LOG_RATIO: curves' typical values this many times apart get a log axis
 ERRORS_SHOWN = 100  # misclassified test images in the ensemble's grid, as `nnexp ensemble --errors`
 
@@ -78,20 +81,21 @@ CHARTS = (
 COSTS = ("validation_cost", "train_cost", "test_cost", "eta")  # the charts whose axis may be log
 
 
+# the vendored plotly.js (nnexp/assets/README.md says where it comes from and how to update it)
+PLOTLY_JS = "plotly-basic.min.js"
+PLOTLY_SHA256 = "99784e3abfb07b142a15e521a439e6d9addceadb3f79553fd24c72774f0649ba"
+
+
+def plotly_js() -> str:
+    """plotly.js's basic bundle (scatter, bar and pie traces; the report draws scatter only)."""
+    return (resources.files("nnexp") / "assets" / PLOTLY_JS).read_text(encoding="utf-8")
+
+
 @functools.cache
 def plotly_js_packed() -> str:
-    """Plotly's JavaScript, gzip-compressed and base64-encoded (computed once per process):
-    1.9 MB instead of 4.8 MB. A missing plotly is one line naming the extra."""
-    try:
-        offline = importlib.import_module("plotly.offline")
-    except ImportError:
-        raise UserError(MISSING) from None
-    return base64.b64encode(gzip.compress(offline.get_plotlyjs().encode("utf-8"), 6, mtime=0)).decode("ascii")
-
-
-def require() -> None:
-    """Fail before anything is read or written when plotly is missing."""
-    plotly_js_packed()
+    """plotly.js, gzip-compressed and base64-encoded (computed once per process): 0.53 MB in
+    the page instead of 1.2 MB."""
+    return base64.b64encode(gzip.compress(plotly_js().encode("utf-8"), 6, mtime=0)).decode("ascii")
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Report:
     comparison: cmp.Comparison
     warnings: list[str]
     live: bool  # some run or sweep is being trained: a watcher writes again
+    stamp: str = ""  # what the page shows, hashed: a watcher writes the page again when it changes
     interrupted: bool = False  # a watcher's last write, after Ctrl-C
 
     @property
@@ -458,12 +463,13 @@ def _search_sections(data: dict) -> str:
         for i, s in enumerate(data.get("searches", [])))
 
 
-def page(data: dict, title: str, watch: float | None) -> str:
+def page(data: dict, title: str, watch: float | None, stamp: str = "") -> str:
     """The HTML document: styles, the table, the panels, the data, Plotly and the script."""
     esc = html.escape
-    data = {**data, "watch": watch, "written": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}
-    live = (f'<p class="live">Live: rewritten every {watch:g} s while runs train; this page reloads itself '
-            f'(written {data["written"]}).</p>' if watch else f'<p class="written">Written {data["written"]}.</p>')
+    data = {**data, "watch": watch, "stamp": stamp, "written": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}
+    live = (f'<p class="live">Live while runs train: this page reloads itself when they change (checked every '
+            f'{watch:g} s; changed {data["written"]}<span id="checked"></span>).</p>'
+            if watch else f'<p class="written">Written {data["written"]}.</p>')
     warnings = "".join(f"<li>{esc(w)}</li>" for w in data["warnings"])
     return TEMPLATE.format(
         title=esc(title), live=live, warnings=f'<ul class="warnings">{warnings}</ul>' if warnings else "",
@@ -474,10 +480,24 @@ def page(data: dict, title: str, watch: float | None) -> str:
 
 def build(opts: Options, *, watch: float | None = None, cache: dict | None = None) -> Report:
     """The report as it stands now: its HTML, the comparison, warnings and whether it is live."""
-    require()
     data, comparison, warnings, live = gather(opts, cache)
     title = "nnexp report: " + " ".join(map(str, opts.patterns))
-    return Report(page(data, title, watch if live else None), comparison, warnings, live)
+    watch = watch if live else None
+    stamp = hashlib.sha256(_json_for_script({**data, "title": title, "watch": watch}).encode()).hexdigest()[:16]
+    return Report(page(data, title, watch, stamp), comparison, warnings, live, stamp)
+
+
+def beacon_path(out: Path) -> Path:
+    """The watcher's beacon beside the page (`report.html` -> `report.html.live.js`): a few bytes
+    of script that an open live page loads every half second. A page cannot read files beside
+    it when opened from disk, but it can run them as scripts; the beacon tells it what the file
+    holds now, so the page reloads only when there is something new to show."""
+    return out.with_name(out.name + ".live.js")
+
+
+def write_beacon(out: Path, stamp: str) -> None:
+    checked = datetime.now().strftime("%H:%M:%S")
+    atomic_write_text(beacon_path(out), f"window.nnexpBeacon && nnexpBeacon({json.dumps(stamp)}, {json.dumps(checked)});\n")
 
 
 def check_output(out: str | Path) -> Path:
@@ -493,35 +513,65 @@ def write(opts: Options, out: str | Path, *, watch: float | None = None, cache: 
     """Build the report and write it to `out` atomically (a reader sees the old file or the new)."""
     out = check_output(out)
     report = build(opts, watch=watch, cache=cache)
+    _write_page(out, report)
+    return report
+
+
+def _write_page(out: Path, report: Report) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, report.html)
-    return report
 
 
 def watch(opts: Options, out: str | Path, every: float, on_write: Callable[[Report, int], None] | None = None,
           sleep: Callable[[float], None] = time.sleep) -> Report:
-    """Write the report every `every` seconds while any run or sweep is being trained, then
-    once more without the page's reloading; returns the last report. Ctrl-C (a
-    KeyboardInterrupt) also ends with a final write, so the file left is complete and still."""
+    """Check every `every` seconds while any run or sweep is being trained, writing the page
+    when what it shows has changed and the beacon (`beacon_path`) every time; once nothing
+    trains, write the page without its live part and stop. Returns the last report. Ctrl-C (a
+    KeyboardInterrupt) also ends with a final write, so the file left is complete and still.
+    The final page's stamp is the beacon's last word (open pages reload into that file); the
+    beacon is then removed, and a page that finds it gone reloads once, into the same file."""
+    out = check_output(out)
     cache: dict = {}
-    count = 0
+    count, shown, was_live = 0, None, False
+
+    def show(report: Report) -> None:
+        nonlocal count, shown
+        if report.stamp != shown:  # the page first, then the beacon naming it
+            _write_page(out, report)
+            shown, count = report.stamp, count + 1
+            if on_write is not None:
+                on_write(report, count)
+        if was_live:
+            write_beacon(out, report.stamp)
+
     try:
         while True:
             started = time.monotonic()
-            report = write(opts, out, watch=every, cache=cache)
-            count += 1
-            if on_write is not None:
-                on_write(report, count)
-            if not report.live:  # written without reloading already
-                return report
-            sleep(max(every - (time.monotonic() - started), 0.1 * every))  # a write every `every` seconds
+            report = build(opts, watch=every, cache=cache)
+            was_live = was_live or report.live
+            show(report)
+            if not report.live:  # written without its live part already
+                break
+            sleep(max(every - (time.monotonic() - started), 0.1 * every))  # a check every `every` seconds
     except KeyboardInterrupt:
         try:
-            report = write(opts, out, watch=None, cache=cache)
+            report = build(opts, watch=None, cache=cache)
+            show(report)
         except KeyboardInterrupt:  # a second Ctrl-C: the last complete file stays
+            beacon_path(out).unlink(missing_ok=True)
             raise
         report.live, report.interrupted = False, True
-        return report
+    if was_live:
+        try:
+            sleep(BEACON_GRACE)  # two of an open page's checks: it sees the final stamp
+        except KeyboardInterrupt:
+            pass
+        finally:
+            beacon_path(out).unlink(missing_ok=True)
+    return report
+
+
+BEACON_GRACE = 1.0  # seconds the final beacon stays: two of a page's checks
 
 
 # --- the template ------------------------------------------------------------------------------
@@ -675,19 +725,42 @@ function markRows() {
   for (const r of tbody.rows) r.classList.toggle("off", hidden.has(D.rows[+r.dataset.row].id));
 }
 markRows();
-function reloadLater() {
-  // while watched: reload, keeping what the reader changed, a period after the page started
-  // loading (the watcher writes as often), but never before it is drawn and a second shown
+function reload(beacon) {  // keeping what the reader changed
+  try {
+    sessionStorage.setItem(STATE, JSON.stringify({
+      beacon: beacon, hidden: [...hidden], scroll: [scrollX, scrollY], filter: filter.value, sort: sorted,
+      base: base ? +base.value : undefined,
+      open: Array.from(document.querySelectorAll("details.run[open]")).map(d => d.id)}));
+  } catch (e) {}
+  location.reload();
+}
+function watchBeacon() {
+  // while watched: run the watcher's beacon (a script beside the page: a page opened from disk
+  // may run files beside it, not read them) twice a second. It names what the file holds now;
+  // the page reloads when that is not what it shows. Gone, the watcher has stopped: the file is
+  // final, and the page reloads into it once.
   if (!D.watch) return;
-  setTimeout(() => {
-    try {
-      sessionStorage.setItem(STATE, JSON.stringify({
-        hidden: [...hidden], scroll: [scrollX, scrollY], filter: filter.value, sort: sorted,
-        base: base ? +base.value : undefined,
-        open: Array.from(document.querySelectorAll("details.run[open]")).map(d => d.id)}));
-    } catch (e) {}
-    location.reload();
-  }, Math.max(D.watch * 1000 - performance.now(), 1000));
+  const name = decodeURIComponent(location.pathname.split("/").pop() || "index.html") + ".live.js";
+  const checked = document.getElementById("checked"), GONE = STATE + ":gone";
+  window.nnexpBeacon = (stamp, at) => {
+    // once per stamp: should the file not be the one the beacon names, no reloading in a loop
+    if (stamp !== D.stamp && !(saved && saved.beacon === stamp)) reload(stamp);
+    else if (checked) checked.textContent = ", checked " + at;
+  };
+  let n = 0;
+  (function next() {
+    const s = document.createElement("script");
+    s.src = encodeURIComponent(name) + "?" + (++n);  // a new address each time: never a cached copy
+    s.onload = () => { s.remove(); setTimeout(next, 500); };
+    s.onerror = () => {
+      s.remove();
+      let again = true;
+      try { again = sessionStorage.getItem(GONE) !== D.stamp; sessionStorage.setItem(GONE, D.stamp); } catch (e) {}
+      if (again) reload();
+      else if (checked) checked.textContent = "; the watcher has stopped";
+    };
+    document.head.appendChild(s);
+  })();
 }
 
 // --- the charts --------------------------------------------------------------------------------
@@ -851,7 +924,7 @@ async function draw() {
   window.nnexpDrawnAt = performance.now();
   window.nnexpReady = true;
   if (saved && saved.scroll) window.scrollTo(saved.scroll[0], saved.scroll[1]);
-  reloadLater();  // counted from here: a slow page is still drawn before it reloads
+  watchBeacon();  // from here: a page is drawn before it reloads
 }
 draw().catch(err => {
   const p = document.getElementById("plot-error");
@@ -859,7 +932,7 @@ draw().catch(err => {
   p.textContent = "The charts could not be drawn in this browser (" + err + "); the table and the runs below hold every number.";
   window.nnexpReady = true;
   console.error(err);
-  reloadLater();
+  watchBeacon();
 });
 })();
 """

@@ -5,10 +5,10 @@ browser (Playwright driving Debian's chromium; skipped only where either is miss
 from __future__ import annotations
 
 import base64
+import contextlib
 import html.parser
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -216,25 +216,23 @@ def test_page_is_self_contained(tmp_path):
     assert not re.search(r"<script[^>]*\bsrc=", text, re.I)
     packed = re.search(r'<script type="application/octet-stream" id="plotly-gz">(.*?)</script>', text, re.S).group(1)
     plotly_js = zlib.decompress(base64.b64decode(packed), 16 + zlib.MAX_WBITS).decode()
-    import plotly.offline
-
-    assert plotly_js == plotly.offline.get_plotlyjs()
+    assert plotly_js == report.plotly_js()
     assert text.count('id="plotly-gz"') == 1
 
 
-def test_missing_plotly_is_one_line(tmp_path, monkeypatch):
-    """Without plotly: one line naming the extra, exit code 2, no file."""
-    monkeypatch.setitem(sys.modules, "plotly", None)  # `import plotly...` raises ImportError
-    monkeypatch.setitem(sys.modules, "plotly.offline", None)
-    report.plotly_js_packed.cache_clear()
-    try:
-        result = runner.invoke(app, ["report", str(mixed_runs(tmp_path / "runs")), "-o", str(tmp_path / "r.html")])
-    finally:
-        report.plotly_js_packed.cache_clear()
-    assert result.exit_code == 2
-    assert 'pip install "nnexp[report]"' in result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
-    assert not (tmp_path / "r.html").exists()
+def test_the_shipped_plotly_is_the_recorded_file():
+    """The vendored plotly.js is byte for byte the file nnexp/assets/README.md names (its
+    sha256 recorded beside the code), its licence ships with it, and the page's script asks
+    for no trace type the basic bundle lacks."""
+    import hashlib
+    from importlib import resources
+
+    js = report.plotly_js()
+    assert hashlib.sha256(js.encode("utf-8")).hexdigest() == report.PLOTLY_SHA256
+    assert "plotly.js (basic - minified) v4.1.1" in js[:200]
+    assert "MIT License" in resources.files("nnexp").joinpath("assets", "LICENSE-plotly.js.txt").read_text()
+    drawn = set(re.findall(r'\btype: "(\w+)"', report.SCRIPT))
+    assert drawn == {"scatter"}  # the basic bundle has scatter, bar and pie
 
 
 def test_bad_options_are_one_line(tmp_path):
@@ -675,6 +673,7 @@ def test_watch_follows_a_run_until_it_is_final(tmp_path):
     data = page_data(out.read_text())
     assert data["watch"] is None and data["rows"][0]["status"] == "completed"
     assert "location.reload" in out.read_text()  # the script is there, but without a period it never runs
+    assert not report.beacon_path(out).exists()  # the watcher's beacon goes with it
 
 
 def test_watch_ends_cleanly_on_ctrl_c(tmp_path):
@@ -706,6 +705,38 @@ def test_watch_of_settled_runs_writes_once_and_stops(tmp_path):
     assert "final" in result.stderr
 
 
+def test_watch_writes_the_page_when_it_changes_and_the_beacon_every_check(tmp_path):
+    """In process, with the sleeps counted instead of slept: an unchanged run leaves the page as
+    it was (no rewrite, so no reload) while the beacon names it at every check; an epoch makes a
+    new page and a new stamp; the run's end makes the final page, whose stamp is the beacon's
+    last word before it goes."""
+    run = make_run(tmp_path / "runs", "live", val=[0.90, 0.92], status="running")
+    out = tmp_path / "live.html"
+    opts = report.Options([str(run.path)])
+    seen = []  # (stamp written in the page, the beacon's text) after each check
+
+    def sleep(seconds):
+        seen.append((page_data(out.read_text())["stamp"], report.beacon_path(out).read_text()))
+        if len(seen) == 3:
+            run.append_metrics({"epoch": 3, "eta": 0.1, "validation_cost": 0.04, "validation_accuracy": 0.93,
+                                "test_cost": 0.05, "test_accuracy": 0.92, "seconds": 2.0, "best": True})
+        if len(seen) == 5:
+            lock.close()
+            run.write_summary({**run.read_summary(), "status": "completed", "epochs_run": 3})
+
+    writes = []
+    with contextlib.ExitStack() as lock:  # held as training holds it, let go at the fifth check
+        lock.enter_context(run.lock())
+        made = report.watch(opts, out, 2, on_write=lambda r, n: writes.append(r.stamp), sleep=sleep)
+    stamps = [stamp for stamp, _ in seen]
+    assert stamps[0] == stamps[1] == stamps[2] != stamps[3] == stamps[4]  # rewritten once, for the epoch
+    assert all(json.dumps(stamp) in beacon for stamp, beacon in seen)  # the beacon names the page
+    assert writes == [stamps[0], stamps[3], made.stamp] and made.stamp != stamps[3]  # then the final page
+    assert seen[-1][0] == made.stamp and json.dumps(made.stamp) in seen[-1][1]  # during the grace period
+    assert page_data(out.read_text())["watch"] is None
+    assert not report.beacon_path(out).exists()
+
+
 def test_a_sweep_being_run_keeps_the_watch_live(tmp_path):
     """Between two points no run may hold a lock, but the sweep's process holds the sweep's."""
     sweep = tmp_path / "sweep-20261201-120000"
@@ -717,20 +748,31 @@ def test_a_sweep_being_run_keeps_the_watch_live(tmp_path):
         assert report.build(opts).live is True
 
 
-def test_live_page_reloads_itself_keeping_what_was_hidden(browser, tmp_path):
-    """While watched, the page reloads itself; rows hidden by a legend click stay hidden, and
-    the scroll position and the filter stay as they were."""
+def test_live_page_reloads_when_the_beacon_changes_keeping_what_was_hidden(browser, tmp_path):
+    """A watched page loads the watcher's beacon twice a second and reloads itself only when it
+    names another file; rows hidden by a legend click stay hidden, and the scroll position and
+    the filter stay as they were. With the beacon gone it reloads once, then stops asking."""
     runs = mixed_runs(tmp_path / "runs")
     live = make_run(runs, "live", val=[0.7, 0.8], status="running")
     out = tmp_path / "live.html"
     with live.lock():
-        report.write(report.Options([str(runs)]), out, watch=3)
+        made = report.write(report.Options([str(runs)]), out, watch=3)
     assert page_data(out.read_text())["watch"] == 3
-    page, problems, _ = _open(browser, out)
+    report.write_beacon(out, made.stamp)
+    page, problems, requests = _open(browser, out)
     try:
+        page.wait_for_function("document.getElementById('checked').textContent.startsWith(', checked ')")
         page.locator("#charts .chart[data-key=validation_accuracy] .legend .traces").first.click()
         page.fill("#filter", "completed")
         page.evaluate("window.scrollTo(0, 400); window.beforeReload = true")
+        time.sleep(1.5)  # three checks of an unchanged beacon: no reload
+        assert page.evaluate("window.beforeReload") is True
+        live.append_metrics({"epoch": 3, "eta": 0.1, "validation_cost": 0.04, "validation_accuracy": 0.85,
+                             "test_cost": 0.05, "test_accuracy": 0.84, "seconds": 2.0, "best": True})
+        with live.lock():  # as a watcher does: the page, then the beacon naming it
+            again = report.write(report.Options([str(runs)]), out, watch=3)
+        assert again.stamp != made.stamp
+        report.write_beacon(out, again.stamp)
         page.wait_for_function("window.beforeReload === undefined && window.nnexpReady === true", timeout=30_000)
         assert page.evaluate("""() => document.querySelector('#charts .chart').data
             .filter(t => t.meta.row === 0).every(t => t.visible === 'legendonly')""")
@@ -738,6 +780,16 @@ def test_live_page_reloads_itself_keeping_what_was_hidden(browser, tmp_path):
             .filter(t => t.meta.row === 1).every(t => t.visible === true)""")
         assert page.input_value("#filter") == "completed"
         assert abs(page.evaluate("window.scrollY") - 400) < 2
+        assert page.evaluate("JSON.parse(document.getElementById('nnexp-data').textContent).stamp") == again.stamp
         assert problems == []
+        assert not [r for r in requests if r.startswith(("http:", "https:"))]  # the beacon is a file beside it
+        # the watcher gone: one reload into the file as it is, then no more checks
+        report.beacon_path(out).unlink()
+        page.evaluate("window.beforeReload = true")
+        page.wait_for_function("window.beforeReload === undefined && window.nnexpReady === true", timeout=30_000)
+        page.wait_for_function("document.getElementById('checked').textContent === '; the watcher has stopped'")
+        page.evaluate("window.beforeReload = true")
+        time.sleep(1.2)
+        assert page.evaluate("window.beforeReload") is True
     finally:
         page.context.close()

@@ -205,7 +205,6 @@ def test_evaluate_and_ensemble_take_ids(tmp_path, monkeypatch):
 
 def test_report_takes_ids_with_runs_dir(tmp_path):
     """report chooses runs as compare does, ids included: the page's rows are those runs."""
-    pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
     make_run(tmp_path / "store", "deep")
     ch3_sweep(tmp_path / "store")
     page = tmp_path / "r.html"
