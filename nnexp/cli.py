@@ -680,10 +680,7 @@ def tag(args: Annotated[list[str], typer.Argument(
     print_warnings(warnings)
     for path in paths:
         run = Run.open(path)
-        notes = run.read_notes()
-        if add or remove:
-            notes = notes.tagged(add, remove)
-            run.write_notes(notes)
+        notes = run.change_notes(lambda notes: notes.tagged(add, remove)) if add or remove else run.read_notes()
         out.print(f"{path}: {' '.join(f'#{t}' for t in notes.tags) or '(no tags)'}", markup=False)
 
 
@@ -695,14 +692,14 @@ def note(run_dir: RunArg,
          runs_dir: FindRunsOpt = Path("runs")) -> None:
     """Print or replace a run's note (kept in notes.json, never in the config)."""
     run = Run.open(resolve_run(run_dir, runs_dir))
-    notes = run.read_notes()
     if text is None:
+        notes = run.read_notes()
         if notes.note:
             out.print(notes.note, markup=False)
         else:
             err.print(f"{run.path} has no note", markup=False)
         return
-    run.write_notes(replace(notes, note=text.strip()))
+    run.change_notes(lambda notes: replace(notes, note=text.strip()))  # its tags as they are then
     err.print(f"{run.path}: note {'set' if text.strip() else 'cleared'}", markup=False)
 
 

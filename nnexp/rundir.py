@@ -11,6 +11,7 @@
       checkpoints/last.npz parameters + optimiser/RNG/loop state after the last epoch
       tensorboard/         TensorBoard event files (--tensorboard), rewritten from metrics.jsonl
       .lock                held (flock; filelock where fcntl is missing) by the process training the run
+      .notes.lock          held for the moment notes.json is read, changed and written again
 
 Directories are created with one atomic mkdir, so two runs started at the same moment never
 share one. Every JSON and checkpoint file is written to a temporary file and renamed, so a
@@ -36,6 +37,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -196,7 +198,7 @@ def checkpoint_damage(which: str, meta) -> str | None:
     return None
 
 
-def _file_lock(path: Path):
+def _file_lock(path: Path, timeout: float = 0):
     """(lock, its timeout exception) from `filelock`, for platforms without fcntl. Only a lock
     the OS drops when its process dies will do: a soft lock (a marker file) left behind by a
     killed run would block its resume for ever."""
@@ -208,7 +210,7 @@ def _file_lock(path: Path):
         raise RunDirError(f"cannot lock {path}: this platform has no fcntl; pip install filelock")
     if issubclass(filelock.FileLock, filelock.SoftFileLock):
         raise RunDirError(f"cannot lock {path}: this platform has neither fcntl nor an OS file lock")
-    return filelock.FileLock(str(path), timeout=0), filelock.Timeout
+    return filelock.FileLock(str(path), timeout=timeout), filelock.Timeout
 
 
 def _damage(record) -> str | None:
@@ -308,7 +310,7 @@ class Run:
         if not path.is_dir():
             return not path.exists()
         for child in path.iterdir():
-            if child.name in (".lock", NOTES) or (temporary_target(child.name) is not None and child.is_file()):
+            if child.name in (".lock", NOTES_LOCK, NOTES) or (temporary_target(child.name) is not None and child.is_file()):
                 continue
             if child.name == "checkpoints" and child.is_dir() and not any(child.iterdir()):
                 continue
@@ -471,9 +473,39 @@ class Run:
 
     def write_notes(self, notes: "Notes") -> None:
         """Replace notes.json. Safe while the run trains: the trainer never writes notes.json
-        and never holds it open, so an atomic replace (temporary file + rename) is all it takes;
-        no lock is taken, so `nnexp tag` is not kept waiting by a run in progress."""
+        and never holds it open, so an atomic replace (temporary file + rename) is all it takes.
+        To change what is there, `change_notes`."""
         atomic_write_text(self.path / NOTES, to_json({"note": notes.note, "tags": list(notes.tags)}))
+
+    def change_notes(self, change: Callable[["Notes"], "Notes"]) -> "Notes":
+        """Read the notes, change them and write them back, as one step: two `nnexp tag`s at
+        once each keep the other's tag. The lock is notes.json's own, never the training
+        lock, so a run in progress keeps nobody waiting; it is held for milliseconds, so a
+        second writer waits rather than failing."""
+        with self._notes_lock():
+            notes = change(self.read_notes())
+            self.write_notes(notes)
+            return notes
+
+    @contextlib.contextmanager
+    def _notes_lock(self):
+        if fcntl is None:
+            lock, busy = _file_lock(self.path / NOTES_LOCK, timeout=30)
+            try:
+                lock.acquire()
+            except busy:
+                raise RunDirError(f"{self.path / NOTES}: another process has been changing it for 30 s") from None
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        with open(self.path / NOTES_LOCK, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # blocking: another writer is done in milliseconds
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def add_resume_to_env(self, env: dict) -> None:
         """Record a resume beside the original environment, which stays as it was."""
@@ -661,6 +693,7 @@ class Run:
 
 
 NOTES = "notes.json"
+NOTES_LOCK = ".notes.lock"
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}")
 
 

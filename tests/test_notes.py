@@ -243,8 +243,8 @@ def test_note_sets_prints_replaces_and_clears_without_touching_the_config(tmp_pa
 
 @needs_mnist
 def test_tagging_a_run_while_it_trains_is_safe(tmp_path):
-    """The trainer never writes notes.json: tagging takes no lock, waits for nothing and
-    disturbs nothing the run writes."""
+    """The trainer never writes notes.json: tagging takes only notes.json's own lock, waits
+    for nothing and disturbs nothing the run writes."""
     config = tiny(tmp_path, epochs=400, **{"early_stopping": {"patience": None}})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "nnexp", "train", str(config), "--runs-dir", str(tmp_path / "runs")],
@@ -266,6 +266,38 @@ def test_tagging_a_run_while_it_trains_is_safe(tmp_path):
     record = read_run(run)
     assert record.status == Status.INTERRUPTED and len(record.metrics) >= 1
     assert record.notes == Notes("note 4", tuple(f"t{i}" for i in range(5)))
+
+
+def test_two_writers_of_notes_keep_each_others_changes(tmp_path):
+    """`nnexp tag` reads, changes and writes notes.json under its lock: started while another
+    process holds that lock (here this test, which adds a tag of its own meanwhile), it waits,
+    then reads the notes as they are, so both tags stay."""
+    run = make_run(tmp_path / "runs", "r")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with run._notes_lock():
+        proc = subprocess.Popen([sys.executable, "-m", "nnexp", "tag", str(run.path), "+theirs"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            # waiting: Linux lists a process blocked on a lock in /proc/locks, behind "->"
+            deadline = time.monotonic() + 60
+            while not any(line.split()[1] == "->" and line.split()[5] == str(proc.pid)
+                          for line in Path("/proc/locks").read_text().splitlines()):
+                assert proc.poll() is None, proc.communicate()  # it finished without waiting
+                assert time.monotonic() < deadline, "nnexp tag never waited on the notes' lock"
+                time.sleep(0.05)
+            run.write_notes(run.read_notes().tagged(["mine"], []))
+        except BaseException:
+            proc.kill()
+            raise
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert run.read_notes().tags == ("mine", "theirs")
+    assert stdout.strip() == f"{run.path}: #mine #theirs"
+    made = tmp_path / "made"  # what a run directory holds before it trains, the lock file included
+    made.mkdir()
+    (made / ".notes.lock").touch()
+    (made / NOTES).write_text('{"note": "", "tags": ["x"]}')
+    assert Run.is_blank(made)
 
 
 # --- compare: the notes column, --where tag, every format -----------------------------------
