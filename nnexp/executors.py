@@ -275,8 +275,11 @@ def _stop_point(signum, frame) -> None:
     """A worker's SIGINT and SIGTERM: stop the point it trains at its last completed epoch.
     A Ctrl-C at a terminal reaches every process of the group, and the sweep's process
     forwards one too (for a signal sent to it alone): the second copy must not break off the
-    clean-up the first started, which writes the point's summary. A worker sent the signal
-    alone stops its point and goes on with the next."""
+    clean-up the first started, which writes the point's summary. So only the first raises;
+    `_in_point` stays False until the point has ended, and every copy meanwhile only says
+    that no next point starts. (A SIGKILL after the sweep's grace period is the only way to
+    end a worker mid-summary; a `kill -9` by hand too.) A worker sent the signal alone stops
+    its point and goes on with the next."""
     global _in_point, _deferred, _stop_next
     if not _in_point:
         _stop_next = True  # the sweep's process, stopping too, gives no next point
@@ -430,17 +433,40 @@ class _Worker:
         return True
 
     def close(self, wait: float) -> None:
-        """End the process: asked to, when it has no point, else at once."""
+        """End the process: asked to (one with a point reads the request once its point has
+        ended), given `wait` seconds, then killed."""
         if self.process.pid is None:
             return
-        if self.task is None:
-            with contextlib.suppress(OSError):
-                self.pipe.send(None)
-            self.process.join(wait)
-        if self.process.is_alive():
+        with contextlib.suppress(OSError):
+            self.pipe.send(None)
+        self.process.join(wait)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.pid is not None and self.process.is_alive():
             self.process.kill()
             self.process.join()
         self.pipe.close()
+
+
+# How long the workers get to end once the sweep ends, or once a second Ctrl-C says stop now: a
+# worker stopping its point needs a moment to write the point's summary, and one killed in the
+# middle leaves the point `killed` and a temporary file behind.
+STOP_GRACE = 10.0
+
+
+def _end_workers(workers: list[_Worker], grace: float) -> None:
+    """End every worker, all of them within `grace` seconds; a worker still alive then is
+    killed (its point resumes from its last checkpoint). Another stop signal meanwhile kills
+    them at once: the sweep is never unkillable."""
+    deadline = time.monotonic() + grace
+    try:
+        for worker in workers:
+            worker.close(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        for worker in workers:
+            worker.kill()
+        raise
 
 
 class LocalPool:
@@ -472,8 +498,13 @@ class LocalPool:
             self._serve(workers, waiting, on_event, context)
         except BaseException:
             # Ctrl-C or SIGTERM, or the sweep cannot go on (its manifest cannot be written): no
-            # point starts any more, and each running one stops at its last completed epoch. A Ctrl-C at a terminal reached the workers already; a
-            # signal sent to this process alone did not, so it is passed on.
+            # point starts any more, and each running one stops at its last completed epoch.
+            # A signal sent to this process alone (`kill -INT PID`, a scheduler's SIGTERM) has
+            # not reached the workers, so it is passed on. One sent to the process group (Ctrl-C
+            # at a terminal, `timeout -s INT`, `kill -INT -PGID`) has, and this process cannot
+            # tell the two apart (both come as the same SIGINT), so a worker may get a second
+            # copy: it ignores every stop signal once its point is stopping (`_stop_point`), so
+            # the copy cannot break off the point's summary as it is written.
             waiting.clear()
             for worker in workers:
                 if worker.task is not None:
@@ -481,10 +512,12 @@ class LocalPool:
                         os.kill(worker.process.pid, signal.SIGINT)
             self._serve(workers, waiting, on_event, context)
             raise
-        finally:  # a second Ctrl-C ends the workers still training at once: their points resume
-            deadline = time.monotonic() + 10
-            for worker in workers:
-                worker.close(max(0.0, deadline - time.monotonic()))
+        finally:
+            # A second stop signal while the points stop (a user's second Ctrl-C, or the second
+            # copy `timeout` sends, to this process and to its group) ends the wait for their
+            # outcomes: the workers get STOP_GRACE seconds to finish writing their summaries,
+            # then are killed; a third ends them at once.
+            _end_workers(workers, STOP_GRACE)
 
     def _serve(self, workers: list[_Worker], waiting, on_event: OnEvent, context) -> None:
         """Give out points and pass events on until no worker has a point left to finish."""
