@@ -9,6 +9,11 @@ happens through one callback, always called in the sweep's own process and threa
     ("epoch", point_id, (record, epochs))   one of its epochs ended (local executors)
     ("finished", point_id, Outcome)
 
+A sweep's time limit (`Task.deadline`, --time-limit) is passed to every point's training loop,
+which pauses before an epoch that would end after it; a point is not started once the
+deadline has passed, or is nearer than the longest epoch the sweep has run (`_StartGate`):
+it stays planned.
+
 A point may come as a `Deferred`, made into its Task only as it is about to run (a search
 that learns proposes a trial once the trials before it have ended); every executor makes it
 then, in the sweep's own process, and Ray gets such points --jobs at a time.
@@ -68,6 +73,13 @@ class Task:
     tensorboard: bool = False  # also write RUN/tensorboard/ event files as epochs end (tblog)
     hparams: dict | None = None  # what TensorBoard's HParams records for the point (tblog.sweep_hparams)
     trial: dict | None = None  # a search's study trial this point reports its epochs to (tuning.SearchStudy.ref)
+    # the sweep's time limit, as a `time.time()` value: a task runs in another process, maybe
+    # on another machine (Ray), whose `time.monotonic()` counts from its own boot, so only
+    # the wall clock means the same moment there; and not as seconds left, which a task that
+    # waits in a queue (a pool's, Ray's) would carry stale. `_run_task` turns it into the
+    # worker's monotonic clock as the point starts, so a wall clock set back or forward while
+    # it trains moves it no more.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class Deferred:
     run_dir: str
     intent: Intent
     make: Callable[[], "Task | Outcome"]
+    deadline: float | None = None  # as Task's: checked before `make` asks a sampler for a trial
 
 
 def _made(task: "Task | Deferred", on_event: OnEvent) -> "Task | None":
@@ -98,7 +111,7 @@ def _made(task: "Task | Deferred", on_event: OnEvent) -> "Task | None":
 @dataclass(frozen=True)
 class Outcome:
     point: str
-    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED
+    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED; PENDING: not started, its deadline past
     summary: dict | None
     error: str | None = None
     seconds: float = 0.0  # wall time of run_task, data loading included
@@ -172,6 +185,12 @@ def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
     def outcome(status, summary, error=None):
         return Outcome(task.point, status, summary, error, round(time.perf_counter() - started, 3))
 
+    deadline = None
+    if task.deadline is not None:
+        left = task.deadline - time.time()
+        if left <= 0:  # it waited for a worker (a Ray task queued) past the time limit
+            return outcome(Status.PENDING, None)
+        deadline = time.monotonic() + left
     if send is not None:
         send(("started", task.point, None))
     run, torch_threads = Run(task.run_dir), None
@@ -183,9 +202,9 @@ def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
         with tblog.live(run, reporter, task.tensorboard, task.hparams) as reporter:
             if task.trial is not None:  # lazily: Optuna is an optional extra
                 from nnexp.tuning import execute_trial
-                summary = execute_trial(exp, run, task.intent, reporter, task.trial)
+                summary = execute_trial(exp, run, task.intent, reporter, task.trial, deadline)
             else:
-                summary = execute(exp, run, task.intent, reporter)
+                summary = execute(exp, run, task.intent, reporter, deadline=deadline)
         return outcome(summary["status"], summary)
     except RunFailed as exc:  # it diverged: its run directory says so too
         return outcome(Status.DIVERGED, _summary_or_none(run), str(exc))
@@ -221,6 +240,27 @@ class Executor(Protocol):
     def run(self, tasks: list[Task], on_event: OnEvent) -> None: ...
 
 
+class _StartGate:
+    """Whether a sweep's time limit leaves room to start another point: not once its deadline
+    has passed, nor when it is nearer than the longest epoch this sweep has run so far (a
+    point started then would overrun it with its first epoch, which a fresh run always
+    trains). The longest, not the mean: a point paused because its next epoch would not end
+    in time leaves no room for another's, and the limit is there to be kept (a machine is
+    needed elsewhere). Fed the executor's events; Ray's report no epochs, so there only the
+    deadline itself counts."""
+
+    def __init__(self, on_event: OnEvent):
+        self.on_event, self.longest = on_event, 0.0
+
+    def __call__(self, event: Event) -> None:
+        if event[0] == "epoch":
+            self.longest = max(self.longest, float(event[2][0].get("seconds", 0.0)))
+        self.on_event(event)
+
+    def allows(self, task: "Task | Deferred") -> bool:
+        return task.deadline is None or time.time() + self.longest < task.deadline
+
+
 class SerialExecutor:
     """Points one after another in this process."""
 
@@ -235,10 +275,13 @@ class SerialExecutor:
         pass
 
     def run(self, tasks: list[Task], on_event: OnEvent) -> None:
+        gate = _StartGate(on_event)
         for task in tasks:
-            task = _made(task, on_event)
+            if not gate.allows(task):
+                return  # this one and those after it stay planned
+            task = _made(task, gate)
             if task is not None:
-                on_event(("finished", task.point, run_task(task, on_event)))
+                gate(("finished", task.point, run_task(task, gate)))
 
 
 @contextlib.contextmanager
@@ -522,9 +565,13 @@ class LocalPool:
     def _serve(self, workers: list[_Worker], waiting, on_event: OnEvent, context) -> None:
         """Give out points and pass events on until no worker has a point left to finish."""
         failed_starts = 0
+        on_event = gate = _StartGate(on_event)
         while True:
             for worker in workers:
                 while worker.ready and worker.task is None and waiting:
+                    if not gate.allows(waiting[0]):  # the time limit: the rest stay planned
+                        waiting.clear()
+                        break
                     waiting[0] = _made(waiting[0], on_event)  # made once: a failed give retries it
                     if waiting[0] is None:
                         waiting.popleft()
@@ -714,9 +761,13 @@ class RayExecutor:
             limit = self.jobs or max(1, cpus // self.threads)
         else:
             limit = len(tasks)
+        gate = _StartGate(on_event)
         try:
             while waiting or pending:
                 while waiting and len(pending) < limit:
+                    if not gate.allows(waiting[0]):  # the time limit: the rest stay planned
+                        waiting.clear()
+                        break
                     task = _made(waiting.popleft(), on_event)
                     if task is None:
                         continue

@@ -1,6 +1,6 @@
 """How a sweep on the local pool stops: SIGINT to the process group (Ctrl-C at a terminal,
 `timeout -s INT`) or to the sweep's process alone, a second copy arriving while the workers
-write their points' summaries, and a second Ctrl-C that means stop now.
+write their points' summaries, a second Ctrl-C that means stop now, and `--time-limit`.
 
 Every test drives a real `python -m nnexp sweep` in a session of its own (its process group
 stands for a terminal's) with real signals. Where a test needs a moment to last (an epoch of
@@ -34,6 +34,7 @@ TINY = {"name": "tiny", "data": {"train_size": 300},
                                                  {"type": "softmax", "units": 10}]},
         "training": {"epochs": 12, "eta": 0.5, "early_stopping": {"patience": None}}}
 TWO = ("--grid", "training.eta=0.1,0.2")
+FOUR = ("--grid", "training.eta=0.1,0.2,0.3,0.4")
 
 # Imported by every Python process the test starts (the sweep and its spawned workers), as
 # the environment asks: epochs that last a known time, and the interrupted summary's write
@@ -230,3 +231,75 @@ def test_a_second_ctrl_c_still_stops_a_sweep_whose_workers_do_not_end(tmp_path, 
     for point in points:
         assert Run(point).status() == "killed", Run(point).read_summary()
     assert_continues_to_completion(made, ["eta=0.1", "eta=0.2"])
+
+
+# --- the time limit ---------------------------------------------------------------------------
+
+
+def test_a_time_limit_pauses_the_running_points_and_starts_no_more(tmp_path, hooks):
+    """Epochs of about 1 s, a limit of 9 s from the command's start: the two points running
+    pause (resumable) before an epoch that would end after it, the two waiting are not
+    started, the sweep exits 0 as a paused `nnexp train --time-limit` does and says how to
+    continue; continued, every point completes."""
+    runs = tmp_path / "runs"
+    began = time.monotonic()
+    proc = start("sweep", write_tiny(tmp_path), *FOUR, "--jobs", "2", "--runs-dir", runs,
+                 "--time-limit", "0.15", hooks=hooks, TEST_EPOCH_SECONDS=1)
+    out, err = finish(proc)
+    took = time.monotonic() - began
+    made = the_sweep(runs)
+    assert proc.returncode == 0, err
+    assert out.strip() == str(made)
+    assert (f"paused by the time limit: 2 points paused, 2 points not started; everything up to each "
+            f"point's last completed epoch is saved. Continue with: nnexp sweep {made}") in err, err
+    assert took < 9 + 8, took  # the limit kept (an epoch's margin and the processes' ends aside)
+    for name in ("eta=0.1", "eta=0.2"):
+        run = Run(made / name)
+        summary = run.read_summary()
+        assert run.status() == "interrupted" and summary["stop_reason"] == "time-limit", summary
+        assert 1 <= summary["epochs_run"] < TINY["training"]["epochs"], summary
+        assert "at the time limit" in (made / name / "train.log").read_text()
+    for name in ("eta=0.3", "eta=0.4"):
+        assert Run.is_blank(made / name), list((made / name).iterdir())  # planned: nothing made
+    assert manifest(made) == {"eta=0.1": "interrupted", "eta=0.2": "interrupted",
+                              "eta=0.3": "pending", "eta=0.4": "pending"}
+    assert not temporaries(made)
+    assert_continues_to_completion(made, ["eta=0.1", "eta=0.2", "eta=0.3", "eta=0.4"])
+
+
+def test_a_time_limit_already_spent_starts_nothing_and_says_so(tmp_path):
+    runs = tmp_path / "runs"
+    proc = start("sweep", write_tiny(tmp_path), *TWO, "--jobs", "2", "--runs-dir", runs, "--time-limit", "0")
+    out, err = finish(proc)
+    made = the_sweep(runs)
+    assert proc.returncode == 0, err
+    assert f"paused by the time limit: 2 points not started; " in err, err
+    assert f"Continue with: nnexp sweep {made}" in err
+    assert manifest(made) == {"eta=0.1": "pending", "eta=0.2": "pending"}
+    assert not any(Run.is_run(made / name) for name in ("eta=0.1", "eta=0.2"))
+    assert_continues_to_completion(made, ["eta=0.1", "eta=0.2"])
+
+
+def test_a_search_takes_the_time_limit_too(tmp_path):
+    runs = tmp_path / "runs"
+    proc = start("search", write_tiny(tmp_path), "--sample", "training.eta=uniform:0.1:0.5", "--trials", "2",
+                 "--jobs", "1", "--runs-dir", runs, "--time-limit", "0")
+    out, err = finish(proc)
+    made = the_sweep(runs)
+    assert proc.returncode == 0, err
+    assert f"paused by the time limit: 2 points not started; " in err, err
+    assert set(manifest(made).values()) == {"pending"}
+
+
+def test_a_task_that_reaches_its_worker_after_the_deadline_is_not_started(tmp_path):
+    """A Ray task queued on a busy cluster may start after the sweep's time limit: it leaves
+    its point planned (no run directory made) rather than training an epoch past the limit."""
+    from nnexp import executors
+    from nnexp.config import resolve
+
+    point = tmp_path / "p"
+    task = executors.Task("p", resolve(json.loads(json.dumps(TINY))), str(point), deadline=time.time() - 1)
+    events = []
+    outcome = executors.run_task(task, events.append)
+    assert (outcome.point, outcome.status, outcome.summary) == ("p", "pending", None)
+    assert events == [] and not point.exists()
