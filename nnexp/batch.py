@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -161,7 +162,7 @@ def check_points(plan: Plan, data_dir=None, *, skip_ruled_out: bool = False,
 
 
 def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = False, threads: int = 1,
-          only: list[str] | None = None, tensorboard: bool = False):
+          only: list[str] | None = None, tensorboard: bool = False, deadline: float | None = None):
     """The points still to run (of those `only` selects), as executor tasks, and each selected
     point's status before running. Their configs are resolved here, so a bad one fails
     before any point trains. Nothing is written: `run` does that, holding the sweep.
@@ -170,7 +171,8 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
     it) continues from it, as `nnexp resume` would; a diverged, damaged or other failed one
     is skipped, or with `retry_failed` set aside by `run` (never deleted) and started anew.
     With `tensorboard` (or once a sweep was run with it: the manifest keeps it), points
-    write TensorBoard event files."""
+    write TensorBoard event files. `deadline` (--time-limit, a `time.time()` value) goes
+    with every task: see `executors.Task.deadline`."""
     if tensorboard:
         sweep.plan.spec["tensorboard"] = True  # saved with the manifest by `run`
     live = bool(sweep.plan.spec.get("tensorboard"))
@@ -192,11 +194,18 @@ def tasks(sweep: SweepDir, *, data_dir: str | None = None, retry_failed: bool = 
         config = sweep.plan.config(point) if intent == Intent.START else sweep.point_config(point)
         if learns(sweep.plan):  # its values are proposed (or found in the study) as it is about to run
             todo.append(Deferred(point.id, str(path), intent, _trial_maker(
-                sweep, point, intent, str(data_dir) if data_dir else None, threads, live, hparams.get(point.id))))
+                sweep, point, intent, str(data_dir) if data_dir else None, threads, live, hparams.get(point.id),
+                deadline), deadline))
             continue
         todo.append(Task(point.id, config, str(path), str(data_dir) if data_dir else None, intent, threads,
-                         live, hparams.get(point.id)))
+                         live, hparams.get(point.id), deadline=deadline))
     return todo, before
+
+
+def deadline_after(minutes: float | None) -> float | None:
+    """A sweep's `--time-limit MINUTES` as the wall-clock (`time.time()`) deadline its tasks
+    carry to their workers (`executors.Task.deadline`)."""
+    return None if minutes is None else time.time() + 60 * minutes
 
 
 def learns(plan: Plan) -> bool:
@@ -204,7 +213,7 @@ def learns(plan: Plan) -> bool:
     return plan.kind == "search" and "sampler" in plan.spec
 
 
-def _trial_maker(sweep: SweepDir, point: Point, intent: Intent, data_dir, threads, live, hparams):
+def _trial_maker(sweep: SweepDir, point: Point, intent: Intent, data_dir, threads, live, hparams, deadline):
     """The Task of a search's point, made when an executor is about to run it: its values
     are the study's for that trial (proposed now by the sampler, or earlier, before a stop),
     written into sweep.json before the point's run directory is made."""
@@ -224,7 +233,7 @@ def _trial_maker(sweep: SweepDir, point: Point, intent: Intent, data_dir, thread
         except ConfigError as exc:  # a value the config refuses: this trial fails, the search goes on
             return Outcome(point.id, Status.FAILED, None, str(exc))
         return Task(point.id, config, str(sweep.run_path(made)), data_dir, intent, threads, live, hparams,
-                    sweep.study.ref(index))
+                    sweep.study.ref(index), deadline)
 
     return make
 
@@ -319,6 +328,32 @@ def _worker_died(path: Path) -> bool:
         return (Run(path).read_summary() or {}).get("stop_reason") == "worker-died"
     except UserError:
         return False
+
+
+def time_limited(statuses: dict[str, str], before: dict[str, str], sweep: SweepDir) -> dict[str, list[str]] | None:
+    """Whether a sweep run under a time limit was paused by it: every point of `statuses`
+    (those it ran) that did not complete either paused at the limit (interrupted, stop reason
+    time-limit) or was not started (planned still, or as it was before). Then the points by
+    how they were left, "paused" and "not started"; else None (none was left, or one failed,
+    diverged or was interrupted otherwise, which `not_completed` reports)."""
+    left: dict[str, list[str]] = {"paused": [], "not started": []}
+    for point, status in statuses.items():
+        if status in (Status.COMPLETED, Status.PRUNED):
+            continue
+        if status == Status.INTERRUPTED and _stop_reason(sweep.path / point) == "time-limit":
+            left["paused"].append(point)
+        elif status == Status.PENDING or status == before.get(point) == Status.INTERRUPTED:
+            left["not started"].append(point)
+        else:
+            return None
+    return left if left["paused"] or left["not started"] else None
+
+
+def _stop_reason(path: Path) -> str | None:
+    try:
+        return (Run(path).read_summary() or {}).get("stop_reason")
+    except UserError:
+        return None
 
 
 def not_completed(statuses: dict[str, str], sweep: SweepDir, retry_failed: bool) -> RunFailed | None:

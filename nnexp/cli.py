@@ -35,8 +35,8 @@ from nnexp.gradcheck import EPS, TOLERANCE
 from nnexp.gradcheck import gradcheck as run_check
 from nnexp.lifecycle import Intent
 from nnexp.network import build_spec
-from nnexp.progress import (SweepDisplay, epoch_reporter, print_outcome, print_reference_dropped, print_sweep_table,
-                            print_trials)
+from nnexp.progress import (SweepDisplay, epoch_reporter, print_outcome, print_reference_dropped, print_sweep_paused,
+                            print_sweep_table, print_trials)
 from nnexp.render import (backends_table, ensemble_table, err, gradcheck_table, out, plural, print_table,
                           print_warnings, render, table_width)
 from nnexp.rundir import Notes, Run, is_sweep_dir, notes_given, tag_arguments
@@ -241,6 +241,10 @@ RetryOpt = Annotated[bool, typer.Option(
     "--retry-failed", help="Start diverged, damaged and failed points afresh, their old run directories "
                            "moved aside (.diverged-..., never deleted); a failed point with a last "
                            "checkpoint is continued from it anyway.")]
+SweepTimeLimitOpt = Annotated[Optional[float], typer.Option(
+    "--time-limit", metavar="MINUTES", min=0.0,
+    help="The whole command's budget: every running point pauses, resumable, before an epoch that would end "
+         "after it, and no point starts once it is near; `nnexp sweep DIR` continues.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     min=1, show_default=False,
     help="BLAS/torch threads per point (default 1; a continued sweep: those it was started with). "
@@ -260,11 +264,13 @@ def _threads_note(sweep, asked: int | None, continuing: bool) -> str:
 
 
 def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, note: str = "", rank: bool = False,
-               only: list[str] | None = None, tensorboard: bool = False, notes: Notes | None = None) -> None:
+               only: list[str] | None = None, tensorboard: bool = False, notes: Notes | None = None,
+               deadline: float | None = None) -> None:
     """Run a sweep's remaining points with the threads it records, show them, print its table;
-    exit 1 unless all completed."""
+    exit 1 unless all completed, or were paused or left by the time limit (`deadline`), as a
+    run `nnexp train --time-limit` paused is."""
     todo, before = batch.tasks(sweep, data_dir=data_dir, retry_failed=retry_failed, threads=sweep.threads,
-                               only=only, tensorboard=tensorboard)
+                               only=only, tensorboard=tensorboard, deadline=deadline)
     skipped = len(before) - len(todo)
     selected = f" ({len(before)} selected by --only)" if only else ""
     err.print(f"sweep {sweep.path}: {plural(len(sweep.plan.points), 'point')}{selected}"
@@ -280,7 +286,12 @@ def _run_sweep(sweep, executor, *, data_dir, retry_failed: bool, note: str = "",
         raise typer.Exit(130) from None
     print_sweep_table(sweep, rank)
     out.print(str(sweep.path), markup=False)
-    failure = batch.not_completed({p: s for p, s in statuses.items() if p in before}, sweep, retry_failed)
+    ran = {p: s for p, s in statuses.items() if p in before}
+    paused = batch.time_limited(ran, before, sweep) if deadline is not None else None
+    if paused is not None:
+        print_sweep_paused(sweep, paused)
+        return
+    failure = batch.not_completed(ran, sweep, retry_failed)
     if failure is not None:
         raise failure
 
@@ -319,15 +330,17 @@ def sweep(target: Annotated[Path, typer.Argument(
                                              "points already started keep theirs).")] = None,
           tag: Annotated[Optional[list[str]], typer.Option(
               "--tag", metavar="NAME", help="A tag for every point this command starts (repeatable).")]
-          = None) -> None:
+          = None, time_limit: SweepTimeLimitOpt = None) -> None:
     """Many runs as one experiment: a grid of config values x seeds, run in parallel; prints the sweep directory.
 
     Running it again (`nnexp sweep DIR`) continues it, with its threads, and with --tensorboard if it had it."""
+    deadline = batch.deadline_after(time_limit)  # the whole command's: checking the points counts
     notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
     executors.check_kind(executor, address)  # a bad choice fails before anything is read or made
     sets = _overrides(set_, backend=backend, device=device)
-    run = dict(data_dir=data_dir, retry_failed=retry_failed, only=only, tensorboard=tensorboard, notes=notes)
+    run = dict(data_dir=data_dir, retry_failed=retry_failed, only=only, tensorboard=tensorboard, notes=notes,
+               deadline=deadline)
     if is_sweep_dir(target):
         if grid or seeds or sets or name or resume_dir:
             raise UserError(f"{target} is a sweep directory: it is continued as it was planned; "
@@ -368,10 +381,12 @@ def search(config_path: Annotated[Path, typer.Argument(
            note: Annotated[Optional[str], typer.Option(
                "--note", metavar="TEXT", help="A note for every trial (notes.json).")] = None,
            tag: Annotated[Optional[list[str]], typer.Option(
-               "--tag", metavar="NAME", help="A tag for every trial (repeatable).")] = None) -> None:
+               "--tag", metavar="NAME", help="A tag for every trial (repeatable).")] = None,
+           time_limit: SweepTimeLimitOpt = None) -> None:
     """Hyper-parameter search: a sweep whose points are trials, random draws or proposed by a sampler that learns, ranked by validation accuracy; prints the sweep directory.
 
     `nnexp search DIR` (or `nnexp sweep DIR`) continues it."""
+    deadline = batch.deadline_after(time_limit)  # the whole command's, as sweep's
     notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
     executors.check_kind(executor, address)  # a bad choice fails before anything is drawn or made
@@ -381,7 +396,7 @@ def search(config_path: Annotated[Path, typer.Argument(
                             "--sample and --set do not apply")
         made = batch.open_sweep(config_path, data_dir)
         _continue_sweep(made, threads, executor, jobs, address, data_dir=data_dir, retry_failed=False,
-                        rank=True, tensorboard=tensorboard, notes=notes)
+                        rank=True, tensorboard=tensorboard, notes=notes, deadline=deadline)
         return
     if not sample:
         raise UserError("Missing option '--sample' (a config is searched over at least one, e.g. "
@@ -398,7 +413,7 @@ def search(config_path: Annotated[Path, typer.Argument(
         for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
             err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
         _run_sweep(made.sweep, chosen, data_dir=data_dir, retry_failed=False, rank=True, tensorboard=tensorboard,
-                   notes=notes)
+                   notes=notes, deadline=deadline)
 
 
 @command()

@@ -9,6 +9,11 @@ happens through one callback, always called in the sweep's own process and threa
     ("epoch", point_id, (record, epochs))   one of its epochs ended (local executors)
     ("finished", point_id, Outcome)
 
+A sweep's time limit (`Task.deadline`, --time-limit) is passed to every point's training loop,
+which pauses before an epoch that would end after it; a point is not started once the
+deadline has passed, or is nearer than the longest epoch the sweep has run (`_StartGate`):
+it stays planned.
+
 A point may come as a `Deferred`, made into its Task only as it is about to run (a search
 that learns proposes a trial once the trials before it have ended); every executor makes it
 then, in the sweep's own process, and Ray gets such points --jobs at a time.
@@ -68,6 +73,13 @@ class Task:
     tensorboard: bool = False  # also write RUN/tensorboard/ event files as epochs end (tblog)
     hparams: dict | None = None  # what TensorBoard's HParams records for the point (tblog.sweep_hparams)
     trial: dict | None = None  # a search's study trial this point reports its epochs to (tuning.SearchStudy.ref)
+    # the sweep's time limit, as a `time.time()` value: a task runs in another process, maybe
+    # on another machine (Ray), whose `time.monotonic()` counts from its own boot, so only
+    # the wall clock means the same moment there; and not as seconds left, which a task that
+    # waits in a queue (a pool's, Ray's) would carry stale. `_run_task` turns it into the
+    # worker's monotonic clock as the point starts, so a wall clock set back or forward while
+    # it trains moves it no more.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class Deferred:
     run_dir: str
     intent: Intent
     make: Callable[[], "Task | Outcome"]
+    deadline: float | None = None  # as Task's: checked before `make` asks a sampler for a trial
 
 
 def _made(task: "Task | Deferred", on_event: OnEvent) -> "Task | None":
@@ -98,7 +111,7 @@ def _made(task: "Task | Deferred", on_event: OnEvent) -> "Task | None":
 @dataclass(frozen=True)
 class Outcome:
     point: str
-    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED
+    status: Status  # COMPLETED, INTERRUPTED, DIVERGED or FAILED; PENDING: not started, its deadline past
     summary: dict | None
     error: str | None = None
     seconds: float = 0.0  # wall time of run_task, data loading included
@@ -172,6 +185,12 @@ def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
     def outcome(status, summary, error=None):
         return Outcome(task.point, status, summary, error, round(time.perf_counter() - started, 3))
 
+    deadline = None
+    if task.deadline is not None:
+        left = task.deadline - time.time()
+        if left <= 0:  # it waited for a worker (a Ray task queued) past the time limit
+            return outcome(Status.PENDING, None)
+        deadline = time.monotonic() + left
     if send is not None:
         send(("started", task.point, None))
     run, torch_threads = Run(task.run_dir), None
@@ -183,9 +202,9 @@ def _run_task(task: Task, send: Callable[[Event], None] | None) -> Outcome:
         with tblog.live(run, reporter, task.tensorboard, task.hparams) as reporter:
             if task.trial is not None:  # lazily: Optuna is an optional extra
                 from nnexp.tuning import execute_trial
-                summary = execute_trial(exp, run, task.intent, reporter, task.trial)
+                summary = execute_trial(exp, run, task.intent, reporter, task.trial, deadline)
             else:
-                summary = execute(exp, run, task.intent, reporter)
+                summary = execute(exp, run, task.intent, reporter, deadline=deadline)
         return outcome(summary["status"], summary)
     except RunFailed as exc:  # it diverged: its run directory says so too
         return outcome(Status.DIVERGED, _summary_or_none(run), str(exc))
@@ -221,6 +240,27 @@ class Executor(Protocol):
     def run(self, tasks: list[Task], on_event: OnEvent) -> None: ...
 
 
+class _StartGate:
+    """Whether a sweep's time limit leaves room to start another point: not once its deadline
+    has passed, nor when it is nearer than the longest epoch this sweep has run so far (a
+    point started then would overrun it with its first epoch, which a fresh run always
+    trains). The longest, not the mean: a point paused because its next epoch would not end
+    in time leaves no room for another's, and the limit is there to be kept (a machine is
+    needed elsewhere). Fed the executor's events; Ray's report no epochs, so there only the
+    deadline itself counts."""
+
+    def __init__(self, on_event: OnEvent):
+        self.on_event, self.longest = on_event, 0.0
+
+    def __call__(self, event: Event) -> None:
+        if event[0] == "epoch":
+            self.longest = max(self.longest, float(event[2][0].get("seconds", 0.0)))
+        self.on_event(event)
+
+    def allows(self, task: "Task | Deferred") -> bool:
+        return task.deadline is None or time.time() + self.longest < task.deadline
+
+
 class SerialExecutor:
     """Points one after another in this process."""
 
@@ -235,10 +275,13 @@ class SerialExecutor:
         pass
 
     def run(self, tasks: list[Task], on_event: OnEvent) -> None:
+        gate = _StartGate(on_event)
         for task in tasks:
-            task = _made(task, on_event)
+            if not gate.allows(task):
+                return  # this one and those after it stay planned
+            task = _made(task, gate)
             if task is not None:
-                on_event(("finished", task.point, run_task(task, on_event)))
+                gate(("finished", task.point, run_task(task, gate)))
 
 
 @contextlib.contextmanager
@@ -275,8 +318,11 @@ def _stop_point(signum, frame) -> None:
     """A worker's SIGINT and SIGTERM: stop the point it trains at its last completed epoch.
     A Ctrl-C at a terminal reaches every process of the group, and the sweep's process
     forwards one too (for a signal sent to it alone): the second copy must not break off the
-    clean-up the first started, which writes the point's summary. A worker sent the signal
-    alone stops its point and goes on with the next."""
+    clean-up the first started, which writes the point's summary. So only the first raises;
+    `_in_point` stays False until the point has ended, and every copy meanwhile only says
+    that no next point starts. (A SIGKILL after the sweep's grace period is the only way to
+    end a worker mid-summary; a `kill -9` by hand too.) A worker sent the signal alone stops
+    its point and goes on with the next."""
     global _in_point, _deferred, _stop_next
     if not _in_point:
         _stop_next = True  # the sweep's process, stopping too, gives no next point
@@ -430,17 +476,40 @@ class _Worker:
         return True
 
     def close(self, wait: float) -> None:
-        """End the process: asked to, when it has no point, else at once."""
+        """End the process: asked to (one with a point reads the request once its point has
+        ended), given `wait` seconds, then killed."""
         if self.process.pid is None:
             return
-        if self.task is None:
-            with contextlib.suppress(OSError):
-                self.pipe.send(None)
-            self.process.join(wait)
-        if self.process.is_alive():
+        with contextlib.suppress(OSError):
+            self.pipe.send(None)
+        self.process.join(wait)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.pid is not None and self.process.is_alive():
             self.process.kill()
             self.process.join()
         self.pipe.close()
+
+
+# How long the workers get to end once the sweep ends, or once a second Ctrl-C says stop now: a
+# worker stopping its point needs a moment to write the point's summary, and one killed in the
+# middle leaves the point `killed` and a temporary file behind.
+STOP_GRACE = 10.0
+
+
+def _end_workers(workers: list[_Worker], grace: float) -> None:
+    """End every worker, all of them within `grace` seconds; a worker still alive then is
+    killed (its point resumes from its last checkpoint). Another stop signal meanwhile kills
+    them at once: the sweep is never unkillable."""
+    deadline = time.monotonic() + grace
+    try:
+        for worker in workers:
+            worker.close(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        for worker in workers:
+            worker.kill()
+        raise
 
 
 class LocalPool:
@@ -472,8 +541,13 @@ class LocalPool:
             self._serve(workers, waiting, on_event, context)
         except BaseException:
             # Ctrl-C or SIGTERM, or the sweep cannot go on (its manifest cannot be written): no
-            # point starts any more, and each running one stops at its last completed epoch. A Ctrl-C at a terminal reached the workers already; a
-            # signal sent to this process alone did not, so it is passed on.
+            # point starts any more, and each running one stops at its last completed epoch.
+            # A signal sent to this process alone (`kill -INT PID`, a scheduler's SIGTERM) has
+            # not reached the workers, so it is passed on. One sent to the process group (Ctrl-C
+            # at a terminal, `timeout -s INT`, `kill -INT -PGID`) has, and this process cannot
+            # tell the two apart (both come as the same SIGINT), so a worker may get a second
+            # copy: it ignores every stop signal once its point is stopping (`_stop_point`), so
+            # the copy cannot break off the point's summary as it is written.
             waiting.clear()
             for worker in workers:
                 if worker.task is not None:
@@ -481,17 +555,23 @@ class LocalPool:
                         os.kill(worker.process.pid, signal.SIGINT)
             self._serve(workers, waiting, on_event, context)
             raise
-        finally:  # a second Ctrl-C ends the workers still training at once: their points resume
-            deadline = time.monotonic() + 10
-            for worker in workers:
-                worker.close(max(0.0, deadline - time.monotonic()))
+        finally:
+            # A second stop signal while the points stop (a user's second Ctrl-C, or the second
+            # copy `timeout` sends, to this process and to its group) ends the wait for their
+            # outcomes: the workers get STOP_GRACE seconds to finish writing their summaries,
+            # then are killed; a third ends them at once.
+            _end_workers(workers, STOP_GRACE)
 
     def _serve(self, workers: list[_Worker], waiting, on_event: OnEvent, context) -> None:
         """Give out points and pass events on until no worker has a point left to finish."""
         failed_starts = 0
+        on_event = gate = _StartGate(on_event)
         while True:
             for worker in workers:
                 while worker.ready and worker.task is None and waiting:
+                    if not gate.allows(waiting[0]):  # the time limit: the rest stay planned
+                        waiting.clear()
+                        break
                     waiting[0] = _made(waiting[0], on_event)  # made once: a failed give retries it
                     if waiting[0] is None:
                         waiting.popleft()
@@ -681,9 +761,13 @@ class RayExecutor:
             limit = self.jobs or max(1, cpus // self.threads)
         else:
             limit = len(tasks)
+        gate = _StartGate(on_event)
         try:
             while waiting or pending:
                 while waiting and len(pending) < limit:
+                    if not gate.allows(waiting[0]):  # the time limit: the rest stay planned
+                        waiting.clear()
+                        break
                     task = _made(waiting.popleft(), on_event)
                     if task is None:
                         continue

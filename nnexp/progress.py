@@ -118,6 +118,9 @@ class SweepDisplay:
             self.running[point] = (self.running[point][0],
                                    f"epoch {record['epoch']}/{epochs}  val {100 * record['validation_accuracy']:.2f}%  "
                                    f"η {record['eta']:g}")
+        elif kind == "finished" and payload.status == Status.PENDING:  # its worker found the time limit past
+            self.waiting.discard(point)
+            self._print(f"not started {point}: the time limit has passed")
         elif kind == "finished":
             self.waiting.discard(point)
             since, _ = self.running.pop(point, (self.clock(), ""))
@@ -183,6 +186,15 @@ def print_trials(plan) -> None:
         drawn = ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
                           for key, value in point.overrides.items())
         err.print(f"trial {point.id}: {drawn}", markup=False)
+
+
+def print_sweep_paused(sweep, left: dict[str, list[str]]) -> None:
+    """The closing line of a sweep its time limit paused (`batch.time_limited`): how many
+    points paused and how many did not start, and the command that continues it."""
+    said = ", ".join(f"{plural(len(points), 'point')} {how}" for how, points in
+                     (("paused", left["paused"]), ("not started", left["not started"])) if points)
+    err.print(f"paused by the time limit: {said}; everything up to each point's last completed epoch is saved. "
+              f"Continue with: nnexp sweep {sweep.path}", markup=False, highlight=False)
 
 
 def print_sweep_table(sweep, rank: bool) -> None:

@@ -16,7 +16,10 @@ over a run's recorded epochs, for an extension to continue it as a fresh run wou
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
@@ -287,6 +290,31 @@ def replay_stops(tr: dict, records: list[dict]) -> list[LoopState]:
     return states
 
 
+@contextlib.contextmanager
+def stop_signals_ignored():
+    """SIGINT and SIGTERM ignored for the block: the interrupted summary's write. A stop
+    signal often comes twice (`timeout -s INT` sends one to the process and one to its group;
+    a user presses Ctrl-C again): the second, raised in the middle of the write, would leave
+    the summary saying running (the run then reads as killed). The run is stopping already,
+    so nothing is lost by ignoring it; the write takes milliseconds. Only the main thread can
+    set handlers: elsewhere (a thread of the caller's) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.getsignal(signum) for signum in stops]
+    if None in previous:  # a handler set outside Python could not be put back
+        yield
+        return
+    for signum in stops:
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for signum, handler in zip(stops, previous):
+            signal.signal(signum, handler)
+
+
 def run_epochs(exp: Experiment, run: Run, model: Model, state: LoopState, seeds: Seeds,
           reporter: Reporter, deadline: float | None = None) -> dict:
     tr = exp.config["training"]
@@ -356,8 +384,9 @@ def run_epochs(exp: Experiment, run: Run, model: Model, state: LoopState, seeds:
     except KeyboardInterrupt:
         # Only what last.npz holds counts: an epoch interrupted after its metrics line but
         # before its checkpoint is re-run on resume, so the summary must not claim it.
-        run.write_summary(summary_of(exp, run, saved, Status.INTERRUPTED))
-        run.log(f"interrupted during epoch {saved.epoch + 1}; resume with: nnexp resume {run.path}")
+        with stop_signals_ignored():
+            run.write_summary(summary_of(exp, run, saved, Status.INTERRUPTED))
+            run.log(f"interrupted during epoch {saved.epoch + 1}; resume with: nnexp resume {run.path}")
         raise
     except RunFailed:
         raise

@@ -278,10 +278,11 @@ class _PruningReporter:
             raise Pruned(record["epoch"])
 
 
-def execute_trial(exp, run: Run, intent, reporter, ref: dict) -> dict:
+def execute_trial(exp, run: Run, intent, reporter, ref: dict, deadline: float | None = None) -> dict:
     """`lifecycle.execute` for one trial of a search, its epochs reported to the study and
     stopped when the pruner says: then summary.json says ``pruned`` and train.log after which
-    epoch, and the run stays resumable (`nnexp resume RUN --set training.epochs=N`)."""
+    epoch, and the run stays resumable (`nnexp resume RUN --set training.epochs=N`). A
+    `deadline` (the search's time limit) pauses it as `execute`'s does."""
     from nnexp.lifecycle import execute
 
     optuna = _optuna()
@@ -293,7 +294,7 @@ def execute_trial(exp, run: Run, intent, reporter, ref: dict) -> dict:
     trial = optuna.trial.Trial(study, trial_id)
     reported = set(storage.get_trial(trial_id).intermediate_values)
     try:
-        return execute(exp, run, intent, _PruningReporter(reporter, trial, reported, run))
+        return execute(exp, run, intent, _PruningReporter(reporter, trial, reported, run), deadline=deadline)
     except Pruned as pruned:
         return _mark_pruned(run, pruned.epoch, ref["pruner"])
 
