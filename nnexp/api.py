@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from nnexp import batch, executors, lifecycle
+from nnexp import batch, lifecycle
 from nnexp import comparison as cmp
 from nnexp import config as configs
 from nnexp import sweepplan as sweeps
@@ -512,9 +512,9 @@ def sweep(config: str | Path, grid: Mapping[str, Any] | None = None, *, seeds: i
                 "train_size": train_size, "seed": seed, "backend": backend, "device": device}
     sets = _overrides("sweep", keywords, set, dotted, SWEEP_KEYWORDS)
     kind = _progress_kind(progress)
-    executors.check_kind(executor, address)  # a bad choice fails before anything is read or made
+    batch.check_kind(executor, address)  # a bad choice fails before anything is read or made
     plan = sweeps.plan_sweep(config, sets=sets, grid=_grid(grid), seeds=seeds, name=name)
-    with executors.make_executor(executor, jobs, address, threads) as chosen:  # reached before a directory is made
+    with batch.make_executor(executor, jobs, address, threads) as chosen:  # reached before a directory is made
         made = batch.new_sweep(plan, runs_dir, data_dir, threads=threads)
         todo, before = batch.tasks(made, data_dir=data_dir, threads=made.threads)
         with _sweep_display(kind, made, todo, before, getattr(chosen, "jobs", None) or len(todo)) as display:

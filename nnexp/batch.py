@@ -28,9 +28,11 @@ from nnexp import config as configs
 from nnexp import search as searching
 from nnexp import tblog, tuning
 from nnexp.errors import ConfigError, NnexpError, RunDirError, RunFailed, UserError
-from nnexp.executors import Deferred, Executor, Outcome, Task, keep_datasets
+from nnexp.executors import (EXECUTORS, Deferred, Executor, LocalPool, Outcome, SerialExecutor, Task, available_cpus,
+                             keep_datasets)
 from nnexp.lifecycle import Intent, config_change
 from nnexp.fileio import atomic_write_text, to_json
+from nnexp.rayexec import RayExecutor
 from nnexp.rundir import FINAL, MANIFEST, NOTES, RETRYABLE, Notes, Run, Status, make_unique_dir
 from nnexp.runset import read_run
 from nnexp.sweepplan import MANIFEST_FORMAT, Plan, Point, load_base, overrides, read_manifest, search_plan, selected
@@ -440,3 +442,25 @@ def new_search(plan: Plan, runs_dir: str | Path, data_dir=None, threads: int = 1
         made.status[point] = Status.FAILED
     made.save()
     return NewSearch(made, ruled_out)
+
+
+# --- where the points run ---------------------------------------------------------------------
+
+
+def check_kind(kind: str, address: str | None) -> None:
+    """A one-line error for an executor that cannot be had, before anything is made."""
+    if kind not in EXECUTORS:
+        raise UserError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    if address and kind != "ray":
+        raise UserError("--address is for --executor ray")
+
+
+def make_executor(kind: str, jobs: int | None, address: str | None, threads: int = 1) -> Executor:
+    """`jobs` points at once (default: one per core, or as a Ray cluster schedules them),
+    each with `threads` threads. Enter it (`with`) to reach a Ray cluster before anything
+    is made."""
+    check_kind(kind, address)
+    if kind == "ray":
+        return RayExecutor(address, jobs, threads)
+    jobs = jobs or max(1, available_cpus() // threads)
+    return SerialExecutor(threads) if jobs == 1 else LocalPool(jobs, threads)

@@ -21,7 +21,7 @@ import typer.core
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from nnexp import __version__, batch, executors, lifecycle, mlflowlog, report, tblog
+from nnexp import __version__, batch, lifecycle, mlflowlog, report, tblog
 from nnexp import backends as registry
 from nnexp import comparison as cmp
 from nnexp import config as configs
@@ -301,7 +301,7 @@ def _continue_sweep(made, threads: int | None, executor: str, jobs: int | None, 
     """An existing sweep goes on with the threads it was started with, unless --threads says otherwise."""
     note = _threads_note(made, threads, continuing=True)
     made.threads = threads or made.threads or 1
-    with executors.make_executor(executor, jobs, address, made.threads) as chosen:
+    with batch.make_executor(executor, jobs, address, made.threads) as chosen:
         _run_sweep(made, chosen, note=note, **run)
 
 
@@ -337,7 +337,7 @@ def sweep(target: Annotated[Path, typer.Argument(
     deadline = batch.deadline_after(time_limit)  # the whole command's: checking the points counts
     notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
-    executors.check_kind(executor, address)  # a bad choice fails before anything is read or made
+    batch.check_kind(executor, address)  # a bad choice fails before anything is read or made
     sets = _overrides(set_, backend=backend, device=device)
     run = dict(data_dir=data_dir, retry_failed=retry_failed, only=only, tensorboard=tensorboard, notes=notes,
                deadline=deadline)
@@ -354,7 +354,7 @@ def sweep(target: Annotated[Path, typer.Argument(
                         threads, executor, jobs, address, **run)
         return
     # a Ray cluster is reached, or refused, before a sweep directory is made
-    with executors.make_executor(executor, jobs, address, threads or 1) as chosen:
+    with batch.make_executor(executor, jobs, address, threads or 1) as chosen:
         made = batch.new_sweep(plan, runs_dir, data_dir, only=only, threads=threads or 1)
         _run_sweep(made, chosen, **run)
 
@@ -389,7 +389,7 @@ def search(config_path: Annotated[Path, typer.Argument(
     deadline = batch.deadline_after(time_limit)  # the whole command's, as sweep's
     notes = notes_given(note, tag)  # a bad tag fails before anything is made
     tblog.require(tensorboard)
-    executors.check_kind(executor, address)  # a bad choice fails before anything is drawn or made
+    batch.check_kind(executor, address)  # a bad choice fails before anything is drawn or made
     if is_sweep_dir(config_path):
         if sample or set_:
             raise UserError(f"{config_path} is a search directory: it is continued as it was planned; "
@@ -408,7 +408,7 @@ def search(config_path: Annotated[Path, typer.Argument(
                   + (f"; pruner: {pruner}" if pruner != "none" else ""), markup=False)
     else:
         print_trials(plan)
-    with executors.make_executor(executor, jobs, address, threads or 1) as chosen:  # reached before a directory is made
+    with batch.make_executor(executor, jobs, address, threads or 1) as chosen:  # reached before a directory is made
         made = batch.new_search(plan, runs_dir, data_dir, threads or 1)
         for point, why in made.ruled_out.items():  # a draw the data rules out (a batch larger than the set)
             err.print(f"[yellow]trial {point} skipped:[/] {escape(why)}", markup=True)
