@@ -577,7 +577,7 @@ def book_overlap_line(overlap) -> str:
     """A vote's wrong test images against the book's (`ensemble.BookOverlap`), in one line."""
     verb = "is" if overlap.shared == 1 else "are"
     return (f"of the book's {overlap.book} wrong digits, {overlap.shared} {verb} among this vote's "
-            f"{overlap.vote} wrong ({overlap.same_answer} with the book's wrong answer)")
+            f"{overlap.vote:,} wrong ({overlap.same_answer} with the book's wrong answer)")
 
 
 def backends_table(entries: list[tuple[str, bool, list[str], str, str]]) -> Table:

@@ -77,8 +77,8 @@ def test_a_vote_on_fewer_images_than_mnists_test_set_is_refused():
 def test_the_line_says_the_counts():
     assert book_overlap_line(BookOverlap(33, 31, 19, 12)) == (
         "of the book's 33 wrong digits, 19 are among this vote's 31 wrong (12 with the book's wrong answer)")
-    assert book_overlap_line(BookOverlap(33, 40, 1, 0)) == (
-        "of the book's 33 wrong digits, 1 is among this vote's 40 wrong (0 with the book's wrong answer)")
+    assert book_overlap_line(BookOverlap(33, 9330, 1, 0)) == (
+        "of the book's 33 wrong digits, 1 is among this vote's 9,330 wrong (0 with the book's wrong answer)")
 
 
 def test_the_table_is_the_books_33_distinct_digits_in_test_set_order():
@@ -172,7 +172,7 @@ def test_nnexp_ensemble_on_mnist_says_how_many_of_the_books_digits_it_gets_wrong
     shared = [i for i, (true, _) in BOOK.items() if result.predictions[i] != true]
     same = [i for i, (_, said) in BOOK.items() if result.predictions[i] == said]
     expected = (f"of the book's 33 wrong digits, {len(shared)} {'is' if len(shared) == 1 else 'are'} among "
-                f"this vote's {result.errors} wrong ({len(same)} with the book's wrong answer)")
+                f"this vote's {result.errors:,} wrong ({len(same)} with the book's wrong answer)")
 
     cli = CliRunner().invoke(app, ["ensemble", *(str(r.path) for r in runs), "--errors", str(tmp_path / "e.png")])
     assert cli.exit_code == 0, cli.output
