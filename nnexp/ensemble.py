@@ -9,6 +9,10 @@ Members may have different architectures; they must have been trained on one dat
 test set, since the vote is taken image by image. The vote is taken on the validation set
 too: that, never the test score, is what may choose between votes (which members, how many).
 
+The book's own vote got 33 MNIST test images wrong, and shows them in a figure but never says
+which they are: `BOOK_ERRORS` names them, and a vote on MNIST's test set is compared with them
+(`book_overlap`), in `nnexp ensemble`'s output and its figure of errors.
+
 Non-goals: weighted votes, averaging outputs as the primary rule, training the members.
 """
 
@@ -22,6 +26,7 @@ import numpy as np
 
 from nnexp.runset import find_run_dirs
 from nnexp.data import Dataset
+from nnexp.data.mnist import MNIST_MD5
 from nnexp.errors import UserError
 from nnexp.evaluate import load_run_model, run_dataset
 from nnexp.rundir import Run
@@ -69,11 +74,70 @@ class EnsembleResult:
         """Indices of the misclassified test images, in test-set order."""
         return np.flatnonzero(self.predictions != self.test.test.y)
 
+    def against_book(self) -> BookOverlap | None:
+        """This vote's wrong test images against the book's vote's; None unless the vote was
+        taken on MNIST's test set."""
+        return book_overlap(self.wrong, self.predictions) if on_mnist_test_set(self.test) else None
+
 
 def _test_set_id(loaded) -> str:
     """Which test set a run was evaluated on: expanded MNIST shares MNIST's test set."""
     name = loaded.config["data"]["dataset"]
     return "mnist" if name == "mnist-expanded" else name
+
+
+# The 33 MNIST test images the book's vote of 5 dropout nets gets wrong (chapter 6, 99.67%),
+# as (test index, MNIST's label, the book's vote), in the order of the book's figure of them
+# (images/ensemble_errors.png, at full size ensemble_errors_original.png, of the book's site
+# source, github.com/mnielsen/nnadl_site), read row by row: test-set order, as it turned out.
+# The book never lists them: docs/book_errors.py finds each digit of the figure among all
+# 10,000 test images by normalised correlation (every match 0.95 to 0.99, the runner-up at
+# least 0.108 lower) and reads both labels of each digit from the figure; MNIST's label of
+# every match is the figure's top-right label. The figure itself is not part of nnexp.
+BOOK_ERRORS: tuple[tuple[int, int, int], ...] = (
+    (445, 6, 0), (674, 5, 3), (947, 8, 9), (1014, 6, 5),
+    (1039, 7, 1), (1232, 9, 4), (1247, 9, 5), (1260, 7, 1),
+    (1901, 9, 4), (2035, 5, 3), (2118, 6, 0), (2130, 4, 9),
+    (2293, 9, 4), (2597, 5, 3), (2654, 6, 1), (3225, 7, 9),
+    (3422, 6, 0), (4176, 2, 7), (4201, 1, 7), (4504, 2, 7),
+    (4699, 6, 1), (4740, 3, 5), (4823, 9, 4), (4860, 4, 9),
+    (5654, 7, 2), (5937, 5, 3), (5955, 3, 8), (6576, 7, 1),
+    (6597, 0, 7), (8316, 7, 2), (8527, 4, 9), (9729, 5, 6),
+    (9792, 4, 9),
+)
+
+
+@dataclass(frozen=True)
+class BookOverlap:
+    """A vote's wrong test images against the book's."""
+
+    book: int  # the book's wrong images (33)
+    vote: int  # this vote's
+    shared: int  # wrong in both
+    same_answer: int  # of the shared, those this vote gives the book's (wrong) answer too
+
+
+def book_overlap(wrong, predictions, book=BOOK_ERRORS) -> BookOverlap:
+    """Compare a vote's wrong test images (`wrong`: indices into MNIST's test set) and its
+    answers (`predictions`: (10,000,) the answer for every test image) with `book`'s
+    (index, true label, answer) triples."""
+    predictions = np.asarray(predictions)
+    if len(predictions) <= max(index for index, _, _ in book):
+        raise ValueError(f"{len(predictions)} predictions: not a vote on MNIST's 10,000 test images")
+    wrong = {int(i) for i in wrong}
+    shared = [(index, said) for index, _, said in book if index in wrong]
+    return BookOverlap(len(book), len(wrong), len(shared),
+                       sum(int(predictions[index]) == said for index, said in shared))
+
+
+def on_mnist_test_set(dataset: Dataset | None) -> bool:
+    """Whether `dataset`'s test split is MNIST's 10,000 test images, file for file (the only
+    test set the book's indices mean anything in): MNIST or its expansion, whose test set is
+    MNIST's, loaded from files with MNIST's checksums (not a look-alike directory of tests)."""
+    if dataset is None or dataset.name not in ("mnist", "mnist-expanded"):
+        return False
+    md5 = dataset.source.get("md5", {})
+    return all(md5.get(name) == MNIST_MD5[name] for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
 
 
 def run_ensemble(patterns: list[str | Path], *, checkpoint: str = "best", backend: str | None = None,
@@ -123,12 +187,17 @@ def _predict(member, x: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def plot_ensemble_errors(result: EnsembleResult, out: str | Path, limit: int = 100) -> Path:
-    """The grid of test digits the ensemble got wrong (true label top right, answer bottom right)."""
-    from nnexp.plots import plot_errors  # lazily: matplotlib takes a second to import
+    """The grid of test digits the ensemble got wrong (true label top right, answer bottom right);
+    on MNIST's test set, those the book's vote got wrong too are framed."""
+    from nnexp.plots import MARK_COLOUR_NAME, plot_errors  # lazily: matplotlib takes a second to import
 
     wrong = result.wrong
     test = result.test.test
     title = (f"{result.errors} test images misclassified by a vote of {len(result.members)} "
              f"networks ({100 * result.accuracy:.2f}% correct)\ntop right: true label, bottom right: "
              f"the vote")
-    return plot_errors(test.x[wrong], test.y[wrong], result.predictions[wrong], out, title, limit)
+    marked = None
+    if result.against_book() is not None:  # frame the digits the book's vote got wrong too
+        marked = np.isin(wrong, [index for index, _, _ in BOOK_ERRORS])
+        title += f"; {MARK_COLOUR_NAME} frame: wrong in the book's vote too"
+    return plot_errors(test.x[wrong], test.y[wrong], result.predictions[wrong], out, title, limit, marked)

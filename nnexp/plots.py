@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from nnexp.errors import UserError
@@ -300,10 +301,17 @@ def _grid_figure(tiles: np.ndarray, title: str):
     return fig, ax, gap
 
 
+# The frame around digits `errors_figure` marks: a colour of neither label (blue, red), named
+# in the figure's title.
+MARK_COLOUR, MARK_COLOUR_NAME = "tab:orange", "orange"
+
+
 def errors_figure(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, title: str,
-                  limit: int = 100) -> Figure:
+                  limit: int = 100, marked: np.ndarray | None = None) -> Figure:
     """The misclassified digits as in Nielsen's chapter 6: true label at the top right of each
-    digit, the network's answer at the bottom right. `images` are (N, 1, 28, 28) or (N, 28, 28)."""
+    digit, the network's answer at the bottom right. `images` are (N, 1, 28, 28) or (N, 28, 28).
+    `marked` (N,) bools: the digits to frame in MARK_COLOUR, in the gap around the digit so
+    that no pixel of it is covered."""
     shown = min(len(images), limit)
     if shown == 0:
         raise UserError("no misclassified test images: nothing to draw")
@@ -319,11 +327,16 @@ def errors_figure(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, t
         ax.text(right, top + 1, str(t), ha="right", va="top", color="tab:blue", fontsize=10, fontweight="bold")
         ax.text(right, top + h - 1, str(p), ha="right", va="bottom", color="tab:red", fontsize=10,
                 fontweight="bold")
+        if marked is not None and marked[i]:  # half a pixel out: neighbours' frames stay apart
+            left = gap + c * (w + gap) - 0.5
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), w + 1, h + 1, fill=False, edgecolor=MARK_COLOUR,
+                                   linewidth=1.5))
     return fig
 
 
-def plot_errors(images, true, predicted, out: str | Path, title: str, limit: int = 100) -> Path:
-    return _save(errors_figure(images, true, predicted, title, limit), out)
+def plot_errors(images, true, predicted, out: str | Path, title: str, limit: int = 100,
+                marked: np.ndarray | None = None) -> Path:
+    return _save(errors_figure(images, true, predicted, title, limit, marked), out)
 
 
 # --- filters ----------------------------------------------------------------------------------

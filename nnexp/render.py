@@ -573,6 +573,13 @@ def ensemble_table(result, checkpoint: str, width: int | None = None) -> Fitted:
                            {header: bold for header, _, _ in cols}, layout.widths), [], [])
 
 
+def book_overlap_line(overlap) -> str:
+    """A vote's wrong test images against the book's (`ensemble.BookOverlap`), in one line."""
+    verb = "is" if overlap.shared == 1 else "are"
+    return (f"of the book's {overlap.book} wrong digits, {overlap.shared} {verb} among this vote's "
+            f"{overlap.vote:,} wrong ({overlap.same_answer} with the book's wrong answer)")
+
+
 def backends_table(entries: list[tuple[str, bool, list[str], str, str]]) -> Table:
     """The backends: (name, whether it can run here, its devices, description, why) each."""
     table = Table()
