@@ -9,6 +9,10 @@ numbers the test picked, so expected values can be computed by hand.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +105,26 @@ def write_manifest(sweep: str | Path) -> Path:
                 [Point(r.name, r.name, {}) for r in runs])
     SweepDir(sweep, plan, {r.name: Status.COMPLETED for r in runs}, 1, ["nnexp", "sweep"]).save()
     return sweep
+
+
+def kill_once_second_point_is_part_way(proc: subprocess.Popen, runs: Path, pattern: str, epochs: int,
+                                       timeout: float) -> list[int]:
+    """SIGKILL `proc`'s process group (started with start_new_session=True) once the first of
+    the points `runs.glob(pattern)` finds has all its `epochs` and the second is part-way, past
+    its first checkpoint: killed between a metrics record and its checkpoint, a point rightly
+    starts over, and the tests that use this are about resuming. Returns the points' epoch
+    counts then; fails the test if that moment never comes."""
+    states: list[int] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            points = sorted(runs.glob(pattern)) if runs.exists() else []
+            states = [len(Run(p).read_metrics(strict=False)) for p in points]
+            if (len(states) >= 2 and states[0] == epochs and 1 <= states[1] < epochs
+                    and Run(points[1]).checkpoint_path("last").exists()):
+                return states
+            time.sleep(0.02)
+        raise AssertionError(f"never reached the moment to kill it (epochs recorded: {states})")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

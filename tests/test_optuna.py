@@ -9,10 +9,8 @@ import csv
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from nnexp.cli import app
 from nnexp.rundir import Run
 
 from conftest import needs_mnist
+from runfactory import kill_once_second_point_is_part_way
 from test_faults_sweep import write_tiny as write_config
 
 optuna = pytest.importorskip("optuna", reason='Optuna is not installed (pip install -e ".[optuna]")')
@@ -223,22 +222,7 @@ def test_a_sigkilled_search_continues_without_repeating_or_losing_a_trial(tmp_pa
     proc = subprocess.Popen([sys.executable, "-m", "nnexp", "search", str(config), *args, "--runs-dir", str(runs)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    states = []
-    try:
-        deadline = time.monotonic() + 180
-        # kill once the first trial is done and the second is part-way, past its first checkpoint
-        while time.monotonic() < deadline:
-            points = sorted(runs.glob("*/t00*")) if runs.exists() else []
-            states = [len(Run(p).read_metrics(strict=False)) for p in points]
-            if (len(states) >= 2 and states[0] == 6 and 1 <= states[1] < 6
-                    and Run(points[1]).checkpoint_path("last").exists()):
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail(f"the search never reached the point to kill it: {states}")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_second_point_is_part_way(proc, runs, "*/t00*", epochs=6, timeout=180)
     made = search_dir(runs)
     killed = trials_of(made)
     assert len(killed) == 2 and killed[1].state == optuna.trial.TrialState.RUNNING

@@ -27,6 +27,7 @@ from nnexp.errors import ConfigError, UserError
 from nnexp.rundir import Run
 
 from conftest import make_config, needs_mnist
+from runfactory import kill_once_second_point_is_part_way
 
 TINY = {"name": "tiny", "data": {"train_size": 300},
         "model": {"init": "network2", "layers": [{"type": "dense", "units": 10},
@@ -326,23 +327,7 @@ def test_a_sigkilled_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "nnexp", "sweep", str(config), *args, "--jobs", "1",
                              "--runs-dir", str(runs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
-    try:
-        deadline = time.monotonic() + 120
-        # kill once the first point is done and the second is part-way through
-        while time.monotonic() < deadline:
-            points = sorted(runs.glob("*/eta=*")) if runs.exists() else []
-            states = [len(Run(p).read_metrics()) for p in points]
-            # the second's first checkpoint, not just its first record: killed between the
-            # two, it rightly starts over, and the test is about resuming
-            if (len(states) >= 2 and states[0] == 6 and 1 <= states[1] < 6
-                    and Run(points[1]).checkpoint_path("last").exists()):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"the sweep never reached the point to kill it: {states}")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_once_second_point_is_part_way(proc, runs, "*/eta=*", epochs=6, timeout=120)
     made = sweep_dir_of(runs)
     assert json.loads((made / "eta=0.4" / "summary.json").read_text())["status"] == "running"
     result = cli("sweep", made, "--jobs", "1")
