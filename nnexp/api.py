@@ -35,7 +35,7 @@ from nnexp import sweepplan as sweeps
 from nnexp.config import SCHEMA
 from nnexp.errors import ConfigError, UserError
 from nnexp.notebook import NotebookReporter, NotebookSweepDisplay, html_table, in_notebook, pct
-from nnexp.rundir import Notes, notes_given
+from nnexp.rundir import Notes, Run, notes_given
 from nnexp.runset import RunRecord, load_runs, read_run
 
 PANDAS_MISSING = 'to_pandas() needs pandas: pip install pandas (or pip install -e ".[notebook]")'
@@ -439,7 +439,7 @@ def compare(*paths: str | Path, sort: str = "val", descending: bool | None = Non
 # --- sweeps ------------------------------------------------------------------------------------------
 
 SWEEP_KEYWORDS = ("grid", "seeds", "jobs", "threads", "executor", "address", "runs_dir", "data_dir", "name",
-                  "progress", "sort", "group", "set", *KEYWORD_KEYS)
+                  "time_limit_minutes", "progress", "sort", "group", "set", *KEYWORD_KEYS)
 
 
 def _grid(grid: Mapping | None) -> dict[str, list]:
@@ -467,7 +467,7 @@ def _grid(grid: Mapping | None) -> dict[str, list]:
 def sweep(config: str | Path, grid: Mapping[str, Any] | None = None, *, seeds: int | Sequence[int] | None = None,
           jobs: int = 1, threads: int = 1, executor: str = "local", address: str | None = None,
           runs_dir: str | Path = "runs", data_dir: str | Path | None = None, name: str | None = None,
-          epochs: int | None = None, eta: float | None = None, lmbda: float | None = None,
+          time_limit_minutes: float | None = None, epochs: int | None = None, eta: float | None = None, lmbda: float | None = None,
           batch_size: int | None = None, train_size: int | None = None, seed: int | None = None,
           backend: str | None = None, device: str | None = None, progress: str | bool = "auto",
           sort: str = "val", group: bool = True, set: Mapping[str, Any] | None = None,  # noqa: A002
@@ -489,6 +489,10 @@ def sweep(config: str | Path, grid: Mapping[str, Any] | None = None, *, seeds: i
         ``"local"`` or ``"ray"`` (and the Ray cluster's address), as ``--executor``.
     runs_dir, data_dir, name
         Where the sweep directory is made, the MNIST files, the sweep's name.
+    time_limit_minutes : float, optional
+        The whole sweep's budget, as ``--time-limit``: each running point pauses, resumable,
+        before an epoch that would end after it, and points not yet started stay planned;
+        ``nnexp sweep DIR`` continues them.
     epochs, eta, lmbda, batch_size, train_size, seed, backend, device, set, **dotted
         Overrides of the config for every point, as in `train`.
     progress : "auto", "notebook", "terminal" or bool
@@ -513,16 +517,22 @@ def sweep(config: str | Path, grid: Mapping[str, Any] | None = None, *, seeds: i
     sets = _overrides("sweep", keywords, set, dotted, SWEEP_KEYWORDS)
     kind = _progress_kind(progress)
     batch.check_kind(executor, address)  # a bad choice fails before anything is read or made
+    deadline = batch.deadline_after(time_limit_minutes)  # the whole call's, as --time-limit's
     plan = sweeps.plan_sweep(config, sets=sets, grid=_grid(grid), seeds=seeds, name=name)
     with batch.make_executor(executor, jobs, address, threads) as chosen:  # reached before a directory is made
         made = batch.new_sweep(plan, runs_dir, data_dir, threads=threads)
-        todo, before = batch.tasks(made, data_dir=data_dir, threads=made.threads)
+        todo, before = batch.tasks(made, data_dir=data_dir, threads=made.threads, deadline=deadline)
         with _sweep_display(kind, made, todo, before, getattr(chosen, "jobs", None) or len(todo)) as display:
             statuses = batch.run(made, chosen, todo, before, display)
-    failure = batch.not_completed({p: s for p, s in statuses.items() if p in before}, made, False)
-    if failure is not None:
+    ran = {p: s for p, s in statuses.items() if p in before}
+    paused = batch.time_limited(ran, before, made) if deadline is not None else None
+    if paused is not None:
+        _warn([f"paused by the time limit: {len(paused['paused'])} point(s) paused, "
+               f"{len(paused['not started'])} not started; continue with: nnexp sweep {made.path}"])
+    elif (failure := batch.not_completed(ran, made, False)) is not None:
         _warn([str(failure)])
-    table = compare(made.path, sort=sort, group=group)
+    started = any(Run.is_run(made.run_path(p)) for p in made.plan.points)  # none: its time limit spent
+    table = compare(made.path, sort=sort, group=group) if started else []
     return Table(table, title=f"sweep {made.path.name}", path=made.path)
 
 

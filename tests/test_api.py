@@ -323,6 +323,20 @@ def test_sweep_runs_the_grid_and_returns_a_row_per_point(tmp_path, monkeypatch):
 
 
 @needs_mnist
+def test_a_sweep_with_no_time_left_starts_nothing_and_says_how_to_continue(tmp_path):
+    """time_limit_minutes is --time-limit's: a budget spent before the first point leaves every
+    point planned, with a warning naming the command that continues the sweep, which does."""
+    with pytest.warns(UserWarning, match=r"paused by the time limit: 0 point\(s\) paused, 2 not started; "
+                                         r"continue with: nnexp sweep .*"):
+        rows = nnexp.sweep(write(tmp_path), grid={"eta": [0.25, 1.0]}, epochs=1, train_size=200,
+                           runs_dir=tmp_path / "runs", progress=False, time_limit_minutes=0)
+    assert len(rows) == 0 and not [p for p in rows.path.iterdir() if Run.is_run(p)]
+    result = CliRunner().invoke(app, ["sweep", str(rows.path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(r["status"] for r in nnexp.compare(rows.path, group=False)) == ["completed", "completed"]
+
+
+@needs_mnist
 def test_a_config_mapping_trains_and_a_diverged_run_ends_its_display_so(tmp_path, monkeypatch):
     shown = FakeDisplay()
     monkeypatch.setattr(notebook, "ipython_show", shown)
