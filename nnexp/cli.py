@@ -21,7 +21,7 @@ import typer.core
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from nnexp import __version__, batch, lifecycle, mlflowlog, report, tblog
+from nnexp import __version__, batch, lifecycle, mlflowlog, records, report, tblog
 from nnexp import backends as registry
 from nnexp import comparison as cmp
 from nnexp import config as configs
@@ -730,7 +730,7 @@ def _terminate(signum, frame) -> None:
 # --- export: runs in other tools' formats ------------------------------------------------------
 
 export_app = typer.Typer(name="export", no_args_is_help=True,
-                         help="Write runs in another tool's format (TensorBoard event files, MLflow runs).")
+                         help="Write runs elsewhere: TensorBoard event files, MLflow runs, or copies to keep.")
 app.add_typer(export_app)
 
 
@@ -774,6 +774,29 @@ def export_mlflow(
               f"view with: {mlflowlog.viewer_hint(tracking_uri)}", markup=False, highlight=False)
     for item in done:
         out.print(item.run_id, markup=False)
+
+
+@command("record", on=export_app)
+def export_record(
+    runs: RunsArg,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", show_default=False,
+        help="Directory to copy into: a run as DIR/NAME, a sweep's point as DIR/SWEEP/POINT beside the "
+             "sweep's manifest; a copy already there is never overwritten.")],
+    checkpoint: Annotated[str, typer.Option(
+        help="Checkpoints to copy: best, last, both or none.")] = "best",
+    runs_dir: FindRunsOpt = Path("runs")) -> None:
+    """Copies of runs to keep (in a repository, or to send), checkpoints compressed; prints each copy.
+
+    A copy holds the config, env.json, metrics, summary, log, notes and the chosen checkpoints
+    in the precision the run trained in: compare, report, evaluate and ensemble give the same
+    answers on it."""
+    copies, warnings = records.export(runs, out_dir, checkpoint, runs_dir)
+    print_warnings(warnings)
+    for copy in copies:
+        size = sum(p.stat().st_size for p in copy.rglob("*") if p.is_file())
+        err.print(f"{copy}: {size / 1e6:.1f} MB", markup=False, highlight=False)
+        out.print(str(copy), markup=False)
 
 
 def main() -> None:

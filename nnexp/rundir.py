@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -690,6 +691,53 @@ class Run:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise RunDirError(f"checkpoint {path} is damaged and was not loaded ({exc})") from None
         return params, meta, state
+
+
+    # --- a copy to keep --------------------------------------------------------------------------
+
+    def copy_record(self, target: Path, checkpoints: tuple[str, ...] = ("best",)) -> list[str]:
+        """Copy the run's record (config, env, metrics, summary, log, notes) and `checkpoints`
+        to the new directory `target`; returns the checkpoints it had none of. Written beside
+        `target` and renamed into place: an interrupted copy leaves only a hidden folder.
+
+        A checkpoint's arrays are stored in the precision the run trained in (its config's
+        dtype; the training loop saves float64 whatever it trained in) and compressed: a
+        float32 net's checkpoint is half the size, and its numbers are the same, since a
+        float32 value goes to float64 and back unchanged; an array that would not is kept as
+        it was. So `nnexp evaluate` and `nnexp ensemble` give the same answers on the copy."""
+        dtype = np.dtype(self.config(lenient=True).get("dtype", "float32"))
+        incoming = target.with_name(f".{target.name}.incoming")
+        shutil.rmtree(incoming, ignore_errors=True)
+        (incoming / "checkpoints").mkdir(parents=True)
+        missing = []
+        try:
+            for name in (*RUN_FILES, "train.log", NOTES):
+                if (self.path / name).is_file():
+                    shutil.copy2(self.path / name, incoming / name)
+            for which in checkpoints:
+                source = self.checkpoint_path(which)
+                if not source.is_file():
+                    missing.append(which)
+                    continue
+                self.load_checkpoint(which)  # a damaged checkpoint is an error, never a copy
+                with np.load(source, allow_pickle=False) as npz:
+                    arrays = {key: _narrowed(npz[key], dtype) for key in npz.files}
+                buf = io.BytesIO()
+                np.savez_compressed(buf, **arrays)
+                atomic_write_bytes(incoming / "checkpoints" / source.name, buf.getvalue())
+            incoming.rename(target)
+        except BaseException:
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise
+        return missing
+
+
+def _narrowed(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`array` in `dtype` where that changes no value (float64 parameters of a float32 net)."""
+    if array.dtype != np.float64 or dtype == np.float64:
+        return array
+    narrow = array.astype(dtype)
+    return narrow if np.array_equal(narrow.astype(np.float64), array, equal_nan=True) else array
 
 
 NOTES = "notes.json"
