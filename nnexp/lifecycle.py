@@ -42,7 +42,7 @@ from nnexp.network import init_params
 from nnexp.provenance import environment
 from nnexp.rundir import NOTES, LoopState, Notes, Run, Status, is_finite_number, is_sweep_dir
 from nnexp.training import (PENDING_BEST, Experiment, Reporter, Seeds, SilentReporter, build_model, prepare,
-                            replay_stops, run_epochs, summary_of)
+                            replay_stops, run_epochs, stop_signals_ignored, summary_of)
 
 
 class Intent(StrEnum):
@@ -282,9 +282,10 @@ def start(exp: Experiment, run: Run, reporter: Reporter | None = None, *,
     except KeyboardInterrupt:
         # Ctrl-C before the loop took over (building the network, its first summary): the
         # run still says it was interrupted, as the loop would have
-        if Run.is_run(run.path) and (run.read_summary() or {}).get("status") in (None, Status.RUNNING):
-            run.write_summary(summary_of(exp, run, LoopState(eta=exp.config["training"]["eta"]),
-                                         Status.INTERRUPTED))
+        with stop_signals_ignored():  # a second Ctrl-C cannot break off this write either
+            if Run.is_run(run.path) and (run.read_summary() or {}).get("status") in (None, Status.RUNNING):
+                run.write_summary(summary_of(exp, run, LoopState(eta=exp.config["training"]["eta"]),
+                                             Status.INTERRUPTED))
         raise
 
 
