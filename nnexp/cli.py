@@ -634,8 +634,9 @@ def report_runs(
         output: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
         watch: Annotated[Optional[float], typer.Option(
             "--watch", metavar="SECONDS", min=0.1,
-            help="Rewrite the file every SECONDS while any run or sweep trains, the page reloading itself; "
-                 "stops when none does, or on Ctrl-C.")] = None,
+            help="Check every SECONDS while any run or sweep trains and rewrite the file when it changes; an "
+                 "open page reloads itself then (FILE.live.js beside it tells it). Stops when none trains, or on "
+                 "Ctrl-C.")] = None,
         ensemble: Annotated[bool, typer.Option(
             "--ensemble", help="Also show the test images the runs' majority vote gets wrong (loads every "
                                "network and the test set).")] = False,
