@@ -57,7 +57,7 @@ from nnexp import comparison as cmp
 from nnexp import search as searching
 from nnexp.errors import RunDirError, UserError
 from nnexp.fileio import atomic_write_text
-from nnexp.render import _left_aligned, human_table
+from nnexp.render import _left_aligned, book_overlap_line, human_table
 from nnexp.rundir import MANIFEST, Run, is_finite_number
 from nnexp.runset import RunRecord
 from nnexp.sweepplan import read_manifest
@@ -254,7 +254,7 @@ def _filters(record: RunRecord, checkpoint: str) -> dict | None:
 def _ensemble(comparison: cmp.Comparison, opts: Options, cache: dict | None) -> dict:
     """The vote of every run shown, and the test images it gets wrong (first ERRORS_SHOWN).
     Keyed on the checkpoints' modification times, so a watcher votes again only when one changed."""
-    from nnexp.ensemble import run_ensemble  # lazily: loads every network and the data set
+    from nnexp.ensemble import BOOK_ERRORS, run_ensemble  # lazily: loads every network and the data set
 
     paths = [r.run.path for row in comparison.rows for r in row.runs]
     key = tuple((str(p), _mtime(Run(p).checkpoint_path(opts.checkpoint))) for p in paths)
@@ -264,13 +264,16 @@ def _ensemble(comparison: cmp.Comparison, opts: Options, cache: dict | None) -> 
     wrong = result.wrong[:ERRORS_SHOWN]
     test = result.test.test
     images = np.asarray(test.x[wrong], dtype=float).reshape(len(wrong), *np.shape(test.x)[-2:])
+    overlap = result.against_book()  # on MNIST's test set: the book's vote's 33 wrong digits beside ours
+    book = {index for index, _, _ in BOOK_ERRORS} if overlap is not None else set()
     value = {
         "members": [{"name": m.name, "test": m.accuracy, "validation": m.validation_accuracy, "errors": m.errors}
                     for m in result.members],
         "accuracy": result.accuracy, "validation_accuracy": result.validation_accuracy,
         "errors": result.errors, "n": result.n, "checkpoint": opts.checkpoint,
-        "wrong": [{"src": _data_uri(img), "index": int(i), "true": int(t), "predicted": int(p)}
+        "wrong": [{"src": _data_uri(img), "index": int(i), "true": int(t), "predicted": int(p), "book": int(i) in book}
                   for img, i, t, p in zip(images, wrong, test.y[wrong], result.predictions[wrong])],
+        "book": None if overlap is None else {"line": book_overlap_line(overlap), "shared": overlap.shared},
     }
     if cache is not None:
         cache.update(key=key, value=value)
@@ -440,14 +443,18 @@ def _ensemble_section(data: dict) -> str:
     esc = html.escape
     members = "".join(f'<tr><td>{esc(m["name"])}</td><td>{100 * m["validation"]:.2f}</td>'
                       f'<td>{100 * m["test"]:.2f}</td><td>{m["errors"]}</td></tr>' for m in e["members"])
-    tiles = "".join(f'<figure class="digit" title="test image {w["index"]}: true {w["true"]}, vote {w["predicted"]}">'
+    also = "; wrong in the book's vote too"
+    tiles = "".join(f'<figure class="digit{" book" if w.get("book") else ""}" title="test image {w["index"]}: '
+                    f'true {w["true"]}, vote {w["predicted"]}{also if w.get("book") else ""}">'
                     f'<img alt="{w["true"]}" src="{w["src"]}"><span class="true">{w["true"]}</span>'
                     f'<span class="predicted">{w["predicted"]}</span></figure>' for w in e["wrong"])
     shown = f" (the first {len(e['wrong'])})" if len(e["wrong"]) < e["errors"] else ""
+    line = e["book"]["line"] if e.get("book") else ""  # on MNIST's test set: against the book's 33
+    book = f" {esc(line[:1].upper() + line[1:])}; framed in orange where shown." if line else ""
     return (f'<section id="ensemble"><h2>The vote</h2><p>A majority vote of {len(e["members"])} networks '
             f'({esc(e["checkpoint"])} checkpoints): validation {100 * e["validation_accuracy"]:.2f}%, test '
             f'{100 * e["accuracy"]:.2f}%, {e["errors"]} of {e["n"]:,} test images wrong{shown}. '
-            f'Blue, top right: the true label; red, bottom right: the vote.</p>'
+            f'Blue, top right: the true label; red, bottom right: the vote.{book}</p>'
             f'<table class="members"><thead><tr><th>member</th><th>val %</th><th>test %</th><th>errors</th></tr>'
             f'</thead><tbody>{members}</tbody></table><div class="errors">{tiles}</div></section>')
 
@@ -604,6 +611,7 @@ pre{font-size:12px;background:#f7f7f7;padding:6px;overflow:auto;max-height:320px
 figure{margin:4px}.filters img{image-rendering:pixelated;width:min(100%,480px)}
 .errors{display:flex;flex-wrap:wrap;gap:2px}.digit{position:relative;width:56px;height:56px;margin:0}
 .digit img{width:56px;height:56px;image-rendering:pixelated;border:1px solid #ddd}
+.digit.book img{outline:2px solid #ff7f0e}
 .digit span{position:absolute;right:3px;font:bold 12px sans-serif}.digit .true{top:1px;color:#1f5fbf}
 .digit .predicted{bottom:1px;color:#c62828}
 table.members td,table.members th{padding:2px 8px;text-align:right}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import html.parser
 import io
 import json
@@ -326,6 +327,29 @@ def test_ensemble_errors_are_the_votes(tmp_path):
     expected = np.round(255 * (1 - np.asarray(result.test.test.x[wrong[0]]).reshape(28, 28)))
     assert np.abs(first.astype(int) - expected).max() <= 1
     assert text.count('class="digit"') == len(shown["wrong"])
+
+
+@needs_mnist
+def test_the_vote_of_trained_members_marks_the_books_wrong_digits():
+    """On MNIST's test set the vote's wrong digits that the book's vote got wrong too are
+    marked, and the section says how many: the two dropout members committed under results/
+    (real nets) give the same counts as `nnexp ensemble`."""
+    from nnexp.ensemble import BOOK_ERRORS, run_ensemble
+
+    members = str(ROOT / "results" / "ch6_ladder-20261203-075515" / "dropout,seed=*")
+    opts = report.Options([members], ensemble=True)
+    data, _, _, _ = report.gather(opts)
+    result, _ = run_ensemble([members])
+    overlap = result.against_book()
+    shown = data["ensemble"]
+    assert len(shown["wrong"]) == result.errors <= report.ERRORS_SHOWN  # every wrong digit is shown
+    book = {index for index, _, _ in BOOK_ERRORS}
+    assert [w["book"] for w in shown["wrong"]] == [w["index"] in book for w in shown["wrong"]]
+    assert sum(w["book"] for w in shown["wrong"]) == overlap.shared > 0
+    section = report._ensemble_section(data)
+    assert section.count('class="digit book"') == overlap.shared
+    said = f"Of the book's 33 wrong digits, {overlap.shared} are among this vote's {result.errors} wrong"
+    assert html.escape(said) in section
 
 
 def test_search_has_its_history_and_sampled_values(tmp_path):
