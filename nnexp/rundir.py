@@ -661,14 +661,16 @@ class Run:
         return self.path / "checkpoints" / f"{which}.npz"
 
     def save_checkpoint(self, which: str, params: dict[str, np.ndarray], meta: dict,
-                        state_arrays: dict[str, np.ndarray] | None = None) -> None:
+                        state_arrays: dict[str, np.ndarray] | None = None, *, compressed: bool = False) -> None:
+        """`compressed`: deflated, for a copy to keep (`copy_record`); training writes them plain,
+        every epoch, where compressing would cost a second each time."""
         arrays = {f"param/{name}": np.asarray(value) for name, value in params.items()}
         for name, value in (state_arrays or {}).items():
             arrays[f"state/{name}"] = np.asarray(value)
         meta = {"format": CHECKPOINT_FORMAT, "params": list(params), **meta}
         arrays["meta"] = np.array(to_json(meta))
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
         atomic_write_bytes(self.checkpoint_path(which), buf.getvalue())
 
     def promote_checkpoint(self, src: str, dst: str) -> None:
@@ -706,28 +708,24 @@ class Run:
         float32 value goes to float64 and back unchanged; an array that would not is kept as
         it was. So `nnexp evaluate` and `nnexp ensemble` give the same answers on the copy."""
         dtype = np.dtype(self.config(lenient=True).get("dtype", "float32"))
-        incoming = target.with_name(f".{target.name}.incoming")
-        shutil.rmtree(incoming, ignore_errors=True)
-        (incoming / "checkpoints").mkdir(parents=True)
+        incoming = Run(target.with_name(f".{target.name}.incoming"))
+        shutil.rmtree(incoming.path, ignore_errors=True)
+        (incoming.path / "checkpoints").mkdir(parents=True)
         missing = []
         try:
             for name in (*RUN_FILES, "train.log", NOTES):
                 if (self.path / name).is_file():
-                    shutil.copy2(self.path / name, incoming / name)
+                    shutil.copy2(self.path / name, incoming.path / name)
             for which in checkpoints:
-                source = self.checkpoint_path(which)
-                if not source.is_file():
+                if not self.checkpoint_path(which).is_file():
                     missing.append(which)
                     continue
-                self.load_checkpoint(which)  # a damaged checkpoint is an error, never a copy
-                with np.load(source, allow_pickle=False) as npz:
-                    arrays = {key: _narrowed(npz[key], dtype) for key in npz.files}
-                buf = io.BytesIO()
-                np.savez_compressed(buf, **arrays)
-                atomic_write_bytes(incoming / "checkpoints" / source.name, buf.getvalue())
-            incoming.rename(target)
+                params, meta, state = self.load_checkpoint(which)  # a damaged one is an error, never a copy
+                incoming.save_checkpoint(which, {k: _narrowed(v, dtype) for k, v in params.items()}, meta,
+                                         {k: _narrowed(v, dtype) for k, v in state.items()}, compressed=True)
+            incoming.path.rename(target)
         except BaseException:
-            shutil.rmtree(incoming, ignore_errors=True)
+            shutil.rmtree(incoming.path, ignore_errors=True)
             raise
         return missing
 
