@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nnexp.batch import SweepDir
 from nnexp.network import build_spec, init_params
@@ -128,3 +129,30 @@ def kill_once_second_point_is_part_way(proc: subprocess.Popen, runs: Path, patte
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[str, str]:
+    """The output of `proc` (started with start_new_session=True) once it ends; its process
+    group killed and the test failed if that takes over `timeout` seconds."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"nnexp did not end within {timeout} s; stderr: {err[-3000:]}")
+
+
+def wait_for(proc: subprocess.Popen, what: str, check, timeout: float = 120):
+    """Poll `check()` until it returns something true; fail if `proc` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"nnexp ended before {what}: rc {proc.returncode}; {err[-3000:]}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    pytest.fail(f"timed out waiting for {what}")

@@ -25,6 +25,7 @@ import yaml
 from nnexp.rundir import Run
 
 from conftest import needs_mnist
+from runfactory import finish, wait_for
 
 pytestmark = needs_mnist
 
@@ -50,31 +51,6 @@ def start(*args, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
                                  "PYTHONUNBUFFERED": "1", **(env or {})})
-
-
-def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"nnexp did not end within {timeout} s; stderr: {err[-3000:]}")
-
-
-def wait_for(proc: subprocess.Popen, what: str, check, timeout: float = 120):
-    """Poll `check()` until it returns something true; fail if `proc` ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"nnexp ended before {what}: rc {proc.returncode}; {err[-3000:]}")
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def epochs_in(run_dir: Path) -> int:

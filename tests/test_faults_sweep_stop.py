@@ -25,6 +25,7 @@ from nnexp.fileio import temporary_target
 from nnexp.rundir import Run
 
 from conftest import needs_mnist
+from runfactory import finish, wait_for
 
 pytestmark = needs_mnist
 
@@ -93,31 +94,6 @@ def start(*args, hooks: Path | None = None, **env) -> subprocess.Popen:
                                  "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env.items()}})
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"nnexp did not end within {timeout} s; stderr: {err[-3000:]}")
-
-
-def wait_for(proc: subprocess.Popen, what: str, check, timeout: float = 120):
-    """Poll `check()` until it returns something true; fail if `proc` ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"nnexp ended before {what}: rc {proc.returncode}; {err[-3000:]}")
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def the_sweep(runs: Path) -> Path | None:
     made = [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
     return made[0] if made else None
@@ -151,7 +127,7 @@ def assert_interrupted(point: Path) -> None:
 
 def assert_continues_to_completion(made: Path, points: list[str]) -> None:
     again = start("sweep", made, "--jobs", "2")
-    out, err = finish(again)
+    out, err = finish(again, timeout=120)
     assert again.returncode == 0, err
     for name in points:
         summary = Run(made / name).read_summary()
@@ -174,7 +150,7 @@ def test_sigint_stops_both_points_interrupted_with_no_temporary_left(tmp_path, h
         os.killpg(proc.pid, signal.SIGINT)
     else:
         os.kill(proc.pid, signal.SIGINT)
-    out, err = finish(proc)
+    out, err = finish(proc, timeout=120)
     made = the_sweep(runs)
     assert proc.returncode == 130, err
     assert f"interrupted; completed points are kept and the others resume with: nnexp sweep {made}" in err, err
@@ -200,7 +176,7 @@ def test_a_second_sigint_while_the_workers_write_their_summaries_lets_them_finis
     os.killpg(proc.pid, signal.SIGINT)
     wait_for(proc, "both workers writing their summaries", lambda: len(list(held.iterdir())) == 2)
     os.killpg(proc.pid, signal.SIGINT)  # to every process again, the workers mid-write too
-    out, err = finish(proc)
+    out, err = finish(proc, timeout=120)
     made = the_sweep(runs)
     assert proc.returncode == 130, err
     assert f"nnexp sweep {made}" in err and "Traceback" not in err, err
@@ -245,7 +221,7 @@ def test_a_time_limit_pauses_the_running_points_and_starts_no_more(tmp_path, hoo
     began = time.monotonic()
     proc = start("sweep", write_tiny(tmp_path), *FOUR, "--jobs", "2", "--runs-dir", runs,
                  "--time-limit", "0.15", hooks=hooks, TEST_EPOCH_SECONDS=1)
-    out, err = finish(proc)
+    out, err = finish(proc, timeout=120)
     took = time.monotonic() - began
     made = the_sweep(runs)
     assert proc.returncode == 0, err
@@ -270,10 +246,10 @@ def test_a_time_limit_pauses_the_running_points_and_starts_no_more(tmp_path, hoo
 def test_a_time_limit_already_spent_starts_nothing_and_says_so(tmp_path):
     runs = tmp_path / "runs"
     proc = start("sweep", write_tiny(tmp_path), *TWO, "--jobs", "2", "--runs-dir", runs, "--time-limit", "0")
-    out, err = finish(proc)
+    out, err = finish(proc, timeout=120)
     made = the_sweep(runs)
     assert proc.returncode == 0, err
-    assert f"paused by the time limit: 2 points not started; " in err, err
+    assert "paused by the time limit: 2 points not started; " in err, err
     assert f"Continue with: nnexp sweep {made}" in err
     assert manifest(made) == {"eta=0.1": "pending", "eta=0.2": "pending"}
     assert not any(Run.is_run(made / name) for name in ("eta=0.1", "eta=0.2"))
@@ -284,10 +260,10 @@ def test_a_search_takes_the_time_limit_too(tmp_path):
     runs = tmp_path / "runs"
     proc = start("search", write_tiny(tmp_path), "--sample", "training.eta=uniform:0.1:0.5", "--trials", "2",
                  "--jobs", "1", "--runs-dir", runs, "--time-limit", "0")
-    out, err = finish(proc)
+    out, err = finish(proc, timeout=120)
     made = the_sweep(runs)
     assert proc.returncode == 0, err
-    assert f"paused by the time limit: 2 points not started; " in err, err
+    assert "paused by the time limit: 2 points not started; " in err, err
     assert set(manifest(made).values()) == {"pending"}
 
 

@@ -433,6 +433,15 @@ def pages(tmp_path_factory):
     return out
 
 
+def _hover(page, chart: str, point: dict) -> str:
+    """The hover label `chart` shows with the mouse brought onto `point` (page x, y) from nearby."""
+    page.mouse.move(point["x"] - 30, point["y"] - 30)
+    page.mouse.move(point["x"], point["y"], steps=5)
+    label = page.locator(f"{chart} .hoverlayer .hovertext")
+    label.first.wait_for(timeout=10_000)
+    return label.first.text_content()
+
+
 def _open(browser, path: Path, **context):
     """A loaded page whose charts are all drawn, with its console errors and the requests it made."""
     ctx = browser.new_context(viewport={"width": 1200, "height": 900}, **context)
@@ -521,11 +530,7 @@ def test_search_charts_are_drawn(browser, tmp_path):
             const L = gd._fullLayout, box = gd.getBoundingClientRect();
             return {x: box.left + L._size.l + L.xaxis.l2p(2), y: box.top + L._size.t + L.yaxis.l2p(80)};
         }""")
-        page.mouse.move(point["x"] - 30, point["y"] - 30)
-        page.mouse.move(point["x"], point["y"], steps=5)
-        label = page.locator("#search-0 .chart[data-kind=history] .hoverlayer .hovertext")
-        label.first.wait_for(timeout=10_000)
-        text = label.first.text_content()
+        text = _hover(page, "#search-0 .chart[data-kind=history]", point)
         assert "t002" in text and "pruned" in text and "80.00%" in text
         assert "training.eta = 1.5" in text and "training.batch_size = 10" in text
     finally:
@@ -569,11 +574,7 @@ def test_hover_shows_run_epoch_and_value(browser, pages):
                     x: box.left + L._size.l + L.xaxis.l2p(gd.data[t].x[i]),
                     y: box.top + L._size.t + L.yaxis.l2p(gd.data[t].y[i])};
         }""")
-        page.mouse.move(point["x"] - 30, point["y"] - 30)
-        page.mouse.move(point["x"], point["y"], steps=5)
-        label = page.locator("#charts .chart[data-key=validation_accuracy] .hoverlayer .hovertext")
-        label.first.wait_for(timeout=10_000)
-        text = label.first.text_content()
+        text = _hover(page, "#charts .chart[data-key=validation_accuracy]", point)
         assert f"epoch {point['epoch']}" in text and "96.00%" in text
         assert point["name"] in text
     finally:
