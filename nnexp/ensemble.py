@@ -79,6 +79,13 @@ class EnsembleResult:
         taken on MNIST's test set."""
         return book_overlap(self.wrong, self.predictions) if on_mnist_test_set(self.test) else None
 
+    def wrong_in_book(self) -> np.ndarray | None:
+        """For each of `wrong`: whether the book's vote got that test image wrong too; None unless
+        the vote was taken on MNIST's test set. What the figures of errors mark."""
+        if not on_mnist_test_set(self.test):
+            return None
+        return np.isin(self.wrong, [index for index, _, _ in BOOK_ERRORS])
+
 
 def _test_set_id(loaded) -> str:
     """Which test set a run was evaluated on: expanded MNIST shares MNIST's test set."""
@@ -196,8 +203,7 @@ def plot_ensemble_errors(result: EnsembleResult, out: str | Path, limit: int = 1
     title = (f"{result.errors} test images misclassified by a vote of {len(result.members)} "
              f"networks ({100 * result.accuracy:.2f}% correct)\ntop right: true label, bottom right: "
              f"the vote")
-    marked = None
-    if result.against_book() is not None:  # frame the digits the book's vote got wrong too
-        marked = np.isin(wrong, [index for index, _, _ in BOOK_ERRORS])
+    marked = result.wrong_in_book()
+    if marked is not None:  # frame the digits the book's vote got wrong too
         title += f"; {MARK_COLOUR_NAME} frame: wrong in the book's vote too"
     return plot_errors(test.x[wrong], test.y[wrong], result.predictions[wrong], out, title, limit, marked)

@@ -254,7 +254,7 @@ def _filters(record: RunRecord, checkpoint: str) -> dict | None:
 def _ensemble(comparison: cmp.Comparison, opts: Options, cache: dict | None) -> dict:
     """The vote of every run shown, and the test images it gets wrong (first ERRORS_SHOWN).
     Keyed on the checkpoints' modification times, so a watcher votes again only when one changed."""
-    from nnexp.ensemble import BOOK_ERRORS, run_ensemble  # lazily: loads every network and the data set
+    from nnexp.ensemble import run_ensemble  # lazily: loads every network and the data set
 
     paths = [r.run.path for row in comparison.rows for r in row.runs]
     key = tuple((str(p), _mtime(Run(p).checkpoint_path(opts.checkpoint))) for p in paths)
@@ -265,14 +265,15 @@ def _ensemble(comparison: cmp.Comparison, opts: Options, cache: dict | None) -> 
     test = result.test.test
     images = np.asarray(test.x[wrong], dtype=float).reshape(len(wrong), *np.shape(test.x)[-2:])
     overlap = result.against_book()  # on MNIST's test set: the book's vote's 33 wrong digits beside ours
-    book = {index for index, _, _ in BOOK_ERRORS} if overlap is not None else set()
+    book = result.wrong_in_book()
     value = {
         "members": [{"name": m.name, "test": m.accuracy, "validation": m.validation_accuracy, "errors": m.errors}
                     for m in result.members],
         "accuracy": result.accuracy, "validation_accuracy": result.validation_accuracy,
         "errors": result.errors, "n": result.n, "checkpoint": opts.checkpoint,
-        "wrong": [{"src": _data_uri(img), "index": int(i), "true": int(t), "predicted": int(p), "book": int(i) in book}
-                  for img, i, t, p in zip(images, wrong, test.y[wrong], result.predictions[wrong])],
+        "wrong": [{"src": _data_uri(img), "index": int(i), "true": int(t), "predicted": int(p),
+                   "book": book is not None and bool(book[k])}
+                  for k, (img, i, t, p) in enumerate(zip(images, wrong, test.y[wrong], result.predictions[wrong]))],
         "book": None if overlap is None else {"line": book_overlap_line(overlap), "shared": overlap.shared},
     }
     if cache is not None:
