@@ -796,7 +796,8 @@ def export_record(
     print_warnings(warnings)
     for copy in copies:
         size = sum(p.stat().st_size for p in copy.rglob("*") if p.is_file())
-        err.print(f"{copy}: {size / 1e6:.1f} MB", markup=False, highlight=False)
+        err.print(f"{copy}: {f'{size / 1e6:.1f} MB' if size >= 1e5 else f'{size / 1e3:.0f} kB'}", markup=False,
+                  highlight=False)
         out.print(str(copy), markup=False)
 
 

@@ -6,6 +6,7 @@ overwritten and a run in training is refused."""
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -42,7 +43,8 @@ def test_a_copy_answers_as_the_run_does(tmp_path):
     result = cli("export", "record", run.path, "--out", tmp_path / "kept")
     assert result.exit_code == 0, result.output
     copy = Run(tmp_path / "kept" / run.name)
-    assert result.stdout.strip() == str(copy.path) and "MB" in result.stderr
+    assert result.stdout.strip() == str(copy.path)
+    assert re.search(rf"^{re.escape(str(copy.path))}: \d+(\.\d)? (kB|MB)$", result.stderr, re.M)  # its size
     assert sorted(p.name for p in copy.path.iterdir()) == sorted(
         p.name for p in run.path.iterdir() if p.name not in (".lock", ".notes.lock"))
     assert [p.name for p in (copy.path / "checkpoints").iterdir()] == ["best.npz"]
